@@ -1,0 +1,235 @@
+// Leak check, run alone after the other suites: a daemon creates session and
+// timed sandboxes, some are killed/closed and some are left running when the
+// daemon gets SIGTERM. Afterwards nothing of it may remain on the machine:
+// processes, mounts, cgroups, network namespaces, veths, per-sandbox state
+// dirs, harness temp dirs.
+//
+// Other daemons (other engineers' runs) may share this machine, so every
+// check is scoped: to pids that descended from our daemon, to names that
+// contain our sandbox ids or our data dir, or to a before/after difference.
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { readdirSync, readFileSync, existsSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import { Daemon, TMP_PREFIX, mountPoints, waitFor, withTimeout } from "../lib/harness.mjs";
+
+function procs() {
+  const out = new Map();
+  for (const e of readdirSync("/proc")) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = readFileSync(`/proc/${e}/stat`, "utf8");
+      const r = stat.lastIndexOf(")");
+      const comm = stat.slice(stat.indexOf("(") + 1, r);
+      const f = stat.slice(r + 2).split(" ");
+      out.set(Number(e), { pid: Number(e), comm, ppid: Number(f[1]), start: f[19] });
+    } catch {}
+  }
+  return out;
+}
+
+function descendants(root, table = procs()) {
+  const kids = new Map();
+  for (const p of table.values()) {
+    if (!kids.has(p.ppid)) kids.set(p.ppid, []);
+    kids.get(p.ppid).push(p);
+  }
+  const res = [];
+  const stack = [root];
+  while (stack.length) {
+    for (const k of kids.get(stack.pop()) ?? []) {
+      res.push(k);
+      stack.push(k.pid);
+    }
+  }
+  return res;
+}
+
+const sh = (cmd, args) => {
+  try {
+    return execFileSync(cmd, args, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
+  } catch {
+    return "";
+  }
+};
+const netnsNames = () => sh("ip", ["netns", "list"]).split("\n").map((l) => l.split(" ")[0]).filter(Boolean);
+const links = () => sh("ip", ["-o", "link", "show"]).split("\n").map((l) => l.split(":")[1]?.trim().split("@")[0]).filter(Boolean);
+
+/** cgroup dirs under every hierarchy's sandboxd parent (v1: /sys/fs/cgroup/<ctrl>/sandboxd, v2: /sys/fs/cgroup/sandboxd). */
+function sandboxdCgroups() {
+  const parents = [];
+  const root = "/sys/fs/cgroup";
+  if (existsSync(join(root, "sandboxd"))) parents.push(join(root, "sandboxd"));
+  for (const c of readdirSync(root)) {
+    const p = join(root, c, "sandboxd");
+    if (existsSync(p)) parents.push(p);
+  }
+  const dirs = [];
+  const walk = (p, depth) => {
+    if (depth > 4) return;
+    for (const e of readdirSync(p, { withFileTypes: true })) {
+      if (e.isDirectory()) {
+        dirs.push(join(p, e.name));
+        walk(join(p, e.name), depth + 1);
+      }
+    }
+  };
+  for (const p of parents) {
+    try {
+      walk(p, 0);
+    } catch {}
+  }
+  return { parents, dirs };
+}
+
+function walkTree(dir, out = [], depth = 0) {
+  if (depth > 6) return out;
+  let ents = [];
+  try {
+    ents = readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return out;
+  }
+  for (const e of ents) {
+    const p = join(dir, e.name);
+    out.push(p);
+    if (e.isDirectory()) walkTree(p, out, depth + 1);
+  }
+  return out;
+}
+
+test("no leftovers after a daemon with sandboxes is stopped", { timeout: 180_000 }, async () => {
+  const baseline = {
+    netns: new Set(netnsNames()),
+    links: new Set(links()),
+    cgroups: new Set(sandboxdCgroups().dirs),
+  };
+  const d = new Daemon();
+  await d.start({ orgs: ["a"] });
+  const ids = [];
+  const seen = new Map(); // pid -> {comm,start} of every descendant of our daemon
+  const baseAgents = new Set([...procs().values()].filter((p) => p.comm === "sandbox-agent").map((p) => p.pid));
+  // Our processes: descendants of the daemon, plus agents that appeared since
+  // the baseline (in case the daemon double-forks them away).
+  const snap = () => {
+    const table = procs();
+    for (const p of descendants(d.proc.pid, table)) seen.set(p.pid, p);
+    for (const p of table.values()) if (p.comm === "sandbox-agent" && !baseAgents.has(p.pid)) seen.set(p.pid, p);
+  };
+  let stopRes;
+  let dataTree = [];
+  let setupFailed = true;
+  try {
+    // 1) session sandbox, closed
+    const s1 = await d.create("a");
+    ids.push(s1.id);
+    await s1.spawn("sleep", { args: ["100"], stdout: "null", stderr: "null" });
+    snap();
+    await s1.close();
+    // 2) timed sandbox, killed
+    const s2 = await d.create("a", { timeout: "1m" });
+    ids.push(s2.id);
+    await s2.sh`echo data > "$HOME/x"`.text();
+    snap();
+    await withTimeout(s2.kill(), 15_000, "kill()");
+    // 3) timed sandbox, closed and left running (the daemon's SIGTERM must end it)
+    const s3 = await d.create("a", { timeout: "1m" });
+    ids.push(s3.id);
+    await s3.spawn("sleep", { args: ["100"], stdout: "null", stderr: "null" });
+    snap();
+    await s3.close();
+    // 4) session sandbox still connected when the daemon stops
+    const s4 = await d.create("a");
+    ids.push(s4.id);
+    await s4.spawn("sleep", { args: ["100"], stdout: "null", stderr: "null" });
+    snap();
+    await d.waitStatus(s1.id, "stopped", { timeoutMs: 10_000 });
+    await d.waitStatus(s2.id, "stopped", { timeoutMs: 10_000 });
+    assert.equal(await d.statusOf(s3.id), "running");
+    snap();
+    assert.ok(seen.size > 0, "expected to see the daemon's child processes (agents) while sandboxes ran");
+    setupFailed = false;
+  } finally {
+    stopRes = await d.stop();
+    await d.closeTracked();
+    dataTree = walkTree(d.dataDir);
+    if (!stopRes || setupFailed) d.cleanupDataDir();
+  }
+  const problems = [];
+  if (stopRes.forced) problems.push("daemon did not exit within 20 s of SIGTERM (SIGKILLed)");
+  if (stopRes.code !== 0 && !stopRes.forced) problems.push(`daemon exit status after SIGTERM: code ${stopRes.code}, signal ${stopRes.signal}`);
+
+  // Processes: give the kernel a moment to reap, but bounded.
+  const leftover = () => {
+    const now = procs();
+    return [...seen.values()].filter((p) => now.get(p.pid)?.start === p.start);
+  };
+  await waitFor(() => leftover().length === 0, { timeoutMs: 5_000, what: "daemon children to exit" }).catch(() => {});
+  const lp = leftover();
+  if (lp.length) problems.push(`processes of the stopped daemon still alive: ${lp.map((p) => `${p.pid}(${p.comm})`).join(", ")}`);
+  // Orphaned agents of ours would be re-parented away from any sandboxd; list agents not owned by a live sandboxd.
+  const now = procs();
+  const liveDaemons = [...now.values()].filter((p) => p.comm === "sandboxd").map((p) => p.pid);
+  const owned = new Set(liveDaemons.flatMap((pid) => descendants(pid, now).map((p) => p.pid)));
+  const orphanAgents = [...now.values()].filter((p) => p.comm === "sandbox-agent" && !owned.has(p.pid));
+  if (orphanAgents.length) problems.push(`orphaned sandbox-agent processes: ${orphanAgents.map((p) => p.pid).join(", ")}`);
+
+  // Mounts: anything under our data dir or naming one of our sandboxes.
+  const mounts = mountPoints().filter((m) => m.startsWith(d.dataDir) || ids.some((id) => m.includes(id)));
+  if (mounts.length) problems.push(`mounts left: ${mounts.join(", ")}`);
+  const procMounts = readFileSync("/proc/mounts", "utf8").split("\n").filter((l) => l.includes(d.dataDir) || ids.some((id) => l.includes(id)));
+  if (procMounts.length) problems.push(`/proc/mounts entries left: ${procMounts.join(" | ")}`);
+
+  // cgroups: nothing new under any sandboxd parent; nothing naming our ids anywhere under it.
+  const cg = sandboxdCgroups();
+  const newCg = cg.dirs.filter((p) => !baseline.cgroups.has(p) || ids.some((id) => p.includes(id)));
+  if (newCg.length) problems.push(`cgroup dirs left: ${newCg.join(", ")}`);
+  for (const p of cg.parents) {
+    try {
+      const procsIn = readFileSync(join(p, "cgroup.procs"), "utf8").trim();
+      if (procsIn) problems.push(`processes still in ${p}: ${procsIn.replace(/\n/g, " ")}`);
+    } catch {}
+  }
+
+  // Network namespaces and links.
+  const ns = netnsNames().filter((n) => !baseline.netns.has(n) || ids.some((id) => n.includes(id)));
+  if (ns.length) problems.push(`network namespaces left: ${ns.join(", ")}`);
+  const ln = links().filter((n) => !baseline.links.has(n));
+  if (ln.length) problems.push(`network links left: ${ln.join(", ")}`);
+
+  // Per-sandbox state under the data dir (whatever layout the daemon uses: any path naming a sandbox id).
+  const stateLeft = dataTree.filter((p) => ids.some((id) => p.includes(id)));
+  if (stateLeft.length) problems.push(`per-sandbox paths left under the data dir: ${stateLeft.slice(0, 20).join(", ")}`);
+
+  // Cleanup of this test's data dir must be possible (no busy mounts) ...
+  const left = d.cleanupDataDir();
+  if (left.length) problems.push(`had to lazily unmount ${left.length} mounts to remove the data dir`);
+  if (existsSync(d.dataDir)) problems.push(`data dir ${d.dataDir} could not be removed`);
+
+  // ... and the earlier suites' harness dirs must be gone (owners no longer
+  // running). Only dirs of this run (tests/run-node-tests.sh exports its start
+  // time) count, so a stale dir of an aborted older run does not fail us forever.
+  const runStart = Number(process.env.SBXD_TEST_RUN_START ?? 0);
+  for (const e of readdirSync(tmpdir())) {
+    if (!e.startsWith(TMP_PREFIX)) continue;
+    const p = join(tmpdir(), e);
+    let owner = null;
+    let started = Date.now();
+    try {
+      ({ pid: owner, started } = JSON.parse(readFileSync(join(p, ".harness-owner"), "utf8")));
+    } catch {
+      started = statSync(p).mtimeMs;
+    }
+    if (started < runStart) continue;
+    const alive = owner !== null && existsSync(`/proc/${owner}`);
+    if (!alive && statSync(p).isDirectory()) problems.push(`leftover harness temp dir ${p}`);
+  }
+
+  if (problems.length) {
+    console.error(d.logTail(80));
+    console.error(`data dir tree at stop:\n${dataTree.slice(0, 60).join("\n")}`);
+  }
+  assert.deepEqual(problems, [], `leaks after stopping sandboxd:\n- ${problems.join("\n- ")}`);
+});

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs the node suites against sandboxd: conformance + security in parallel
+# (two test files at a time, each with its own daemon), then the leak check
+# alone. Exits non-zero if anything failed. Called by `make test`.
+#   SANDBOXD_BIN   daemon binary (default build/bin/sandboxd)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export SANDBOXD_BIN="${SANDBOXD_BIN:-$PWD/build/bin/sandboxd}"
+export SBXD_TEST_RUN_START="$(date +%s%3N)"
+
+if [[ ! -x "$SANDBOXD_BIN" ]]; then
+  echo "run-node-tests: $SANDBOXD_BIN not found or not executable" >&2
+  exit 1
+fi
+if [[ ! -d node_modules/@deno/sandbox || ! -d node_modules/ws ]]; then
+  npm ci --no-audit --no-fund --loglevel=error || exit 1
+fi
+
+shopt -s nullglob
+main=(tests/conformance/*.test.mjs tests/security/*.test.mjs)
+rc=0
+node --test --test-concurrency=2 "${main[@]}" || rc=1
+node --test --test-concurrency=1 tests/leak/leak.test.mjs || rc=1
+exit $rc

@@ -1,0 +1,189 @@
+// The security suite, written as an attacker inside a sandbox would try:
+// every command goes through the official SDK (spawn/sh), as user `app`, and
+// where `sudo` exists also as the sandbox's root (which must still be
+// powerless on the host).
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { writeFileSync, rmSync, readFileSync, existsSync } from "node:fs";
+import { after } from "node:test";
+import { useDaemon, dtest } from "../lib/harness.mjs";
+
+const d = useDaemon({ orgs: ["a"] });
+let sb;
+let hasSudo = null;
+
+/** Runs a bash script in `box`; returns {code, out, err, signal} without throwing. */
+async function run(box, script, { sudo = false } = {}) {
+  const child = await box.spawn(sudo ? "sudo" : "bash", {
+    args: sudo ? ["-n", "bash", "-c", script] : ["-c", script],
+    stdout: "piped",
+    stderr: "piped",
+  });
+  const o = await child.output();
+  return { code: o.status.code, signal: o.status.signal, out: o.stdoutText ?? "", err: o.stderrText ?? "" };
+}
+
+async function box() {
+  if (!sb) {
+    sb = await d.create("a");
+    const r = await run(sb, "command -v sudo && sudo -n true");
+    hasSudo = r.code === 0;
+  }
+  return sb;
+}
+
+const marker = `sbxd-marker-${randomUUID()}`;
+const hostMarkers = [`/root/${marker}`, `/tmp/${marker}`];
+for (const p of hostMarkers) writeFileSync(p, "host secret\n");
+after(() => {
+  for (const p of hostMarkers) rmSync(p, { force: true });
+});
+
+dtest(d, "commands run as uid 1000 (app), not root", async () => {
+  const b = await box();
+  assert.equal((await run(b, "id -u")).out.trim(), "1000");
+  assert.equal((await run(b, "id -g")).out.trim(), "1000");
+  const caps = await run(b, "grep -E '^Cap(Eff|Prm)' /proc/self/status");
+  for (const line of caps.out.trim().split("\n")) assert.match(line, /:\s+0+$/, `app must have no capabilities: ${line}`);
+  if (!hasSudo) {
+    // Without a working sudo there is no reason for setuid transitions: no_new_privs must be on.
+    const nnp = await run(b, "grep NoNewPrivs /proc/self/status");
+    assert.match(nnp.out, /NoNewPrivs:\s+1/, "no_new_privs must be set");
+  }
+});
+
+dtest(d, "no host processes are visible; PID 1 is the agent", async () => {
+  const b = await box();
+  const pids = (await run(b, "ls /proc | grep -E '^[0-9]+$'")).out.trim().split("\n").map(Number);
+  assert.ok(pids.length > 0 && pids.length < 20, `expected a handful of pids, saw ${pids.length}: ${pids.join(" ")}`);
+  const comm1 = (await run(b, "cat /proc/1/comm")).out.trim();
+  assert.equal(comm1, "sandbox-agent", "PID 1 must be the agent");
+  const comms = (await run(b, "cat /proc/[0-9]*/comm 2>/dev/null")).out;
+  for (const hostName of ["sandboxd", "node", "systemd", "init", "sshd"]) {
+    assert.ok(!comms.split("\n").includes(hostName), `host process '${hostName}' visible inside: ${comms}`);
+  }
+  const ps = await run(b, "ps -e -o pid=,comm= 2>&1 || true");
+  assert.ok(!/\bsandboxd\b|\bnode\b/.test(ps.out), `ps -e shows host processes:\n${ps.out}`);
+  // The daemon's host pid must not be signalable from inside.
+  const k = await run(b, `kill -0 ${d.proc.pid} 2>&1; echo rc=$?`);
+  if (/rc=0/.test(k.out)) {
+    // pid numbers may collide in a pid namespace; then it must not be the daemon
+    const c = await run(b, `cat /proc/${d.proc.pid}/comm`);
+    assert.notEqual(c.out.trim(), "sandboxd", "daemon visible inside the sandbox");
+  }
+});
+
+dtest(d, "no host files: markers in /root and /tmp, /work, host /etc/shadow are not visible", async () => {
+  const b = await box();
+  for (const p of hostMarkers) {
+    const r = await run(b, `test -e ${p} && echo PRESENT || echo absent; ls ${p.replace(/[^/]*$/, "")} 2>/dev/null | grep -c sbxd-marker || true`);
+    assert.match(r.out, /^absent\n0\n$/, `host file ${p} visible inside: ${r.out}`);
+  }
+  const w = await run(b, "test -e /work && echo PRESENT || echo absent");
+  assert.equal(w.out.trim(), "absent", "/work (the host's workspace) is visible inside");
+  const dd = await run(b, `test -e ${d.dataDir} && echo PRESENT || echo absent`);
+  assert.equal(dd.out.trim(), "absent", "the daemon's data dir is visible inside");
+  const sh = await run(b, "cat /etc/shadow");
+  assert.notEqual(sh.code, 0, `app can read /etc/shadow:\n${sh.out}`);
+  if (hasSudo) {
+    const hostShadow = existsSync("/etc/shadow") ? readFileSync("/etc/shadow", "utf8") : null;
+    const inside = await run(b, "cat /etc/shadow", { sudo: true });
+    if (inside.code === 0 && hostShadow) assert.notEqual(inside.out, hostShadow, "the host's /etc/shadow is readable inside");
+  }
+  // Host block devices must not be there at all.
+  const devs = readFileSync("/proc/partitions", "utf8").split("\n").slice(2).map((l) => l.trim().split(/\s+/)[3]).filter(Boolean);
+  for (const dev of devs) {
+    const r = await run(b, `test -e /dev/${dev} && echo PRESENT || echo absent`);
+    assert.equal(r.out.trim(), "absent", `host block device /dev/${dev} exists inside`);
+  }
+});
+
+dtest(d, "the base image is read-only for app, and writes do not leak between sandboxes", async () => {
+  const b = await box();
+  const t = await run(b, "touch /usr/bin/evil");
+  assert.notEqual(t.code, 0, "app could write to /usr/bin");
+  assert.match(t.err, /Permission denied|Read-only file system/i, t.err);
+  assert.equal((await run(b, "echo mine > /tmp/only-in-a && cat /tmp/only-in-a")).out, "mine\n");
+  let rootWrote = false;
+  if (hasSudo) {
+    // Root inside may write its own copy-on-write layer, never the shared base.
+    rootWrote = (await run(b, "echo evil > /usr/bin/evil && echo wrote", { sudo: true })).out.includes("wrote");
+  }
+  const other = await d.create("a");
+  try {
+    const r = await run(other, "test -e /tmp/only-in-a && echo PRESENT || echo absent; test -e /usr/bin/evil && echo PRESENT || echo absent");
+    assert.equal(r.out, "absent\nabsent\n", `sandbox B sees A's writes (root wrote /usr/bin/evil: ${rootWrote}): ${r.out}`);
+  } finally {
+    await other.close();
+  }
+  // And the host's image files did not change either.
+  assert.ok(!existsSync("/usr/bin/evil"), "a sandbox wrote /usr/bin/evil on the host");
+});
+
+dtest(d, "kernel module loading fails (finit_module/init_module via ctypes, insmod)", async () => {
+  const b = await box();
+  const py = `
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+fd = os.open("/dev/null", os.O_RDONLY)
+r1 = libc.syscall(313, fd, b"", 0); e1 = ctypes.get_errno()
+buf = ctypes.create_string_buffer(64)
+r2 = libc.syscall(175, buf, 64, b""); e2 = ctypes.get_errno()
+print(r1, e1, r2, e2)
+`;
+  const users = hasSudo ? [false, true] : [false];
+  for (const sudo of users) {
+    const r = await run(b, `python3 -c '${py}'`, { sudo });
+    assert.equal(r.code, 0, `python3 failed: ${r.err}`);
+    const [r1, e1, r2, e2] = r.out.trim().split(/\s+/).map(Number);
+    // EPERM(1), ENOSYS(38), EACCES(13) are refusals; anything else (EINVAL, ENOEXEC...) means the kernel looked at the module.
+    assert.equal(r1, -1, `finit_module succeeded (sudo=${sudo})`);
+    assert.ok([1, 13, 38].includes(e1), `finit_module errno ${e1} (sudo=${sudo}): the call reached the module loader`);
+    assert.equal(r2, -1, `init_module succeeded (sudo=${sudo})`);
+    assert.ok([1, 13, 38].includes(e2), `init_module errno ${e2} (sudo=${sudo}): the call reached the module loader`);
+    const ins = await run(b, "command -v insmod >/dev/null || exit 0; insmod /dev/null", { sudo });
+    assert.ok(ins.code !== 0 || ins.out === "", "insmod succeeded");
+  }
+});
+
+dtest(d, "mount fails: tmpfs on /mnt as app, a host block device even as the sandbox's root", async () => {
+  const b = await box();
+  const m = await run(b, "mount -t tmpfs x /mnt");
+  assert.notEqual(m.code, 0, "app could mount tmpfs");
+  const py = `import ctypes; l=ctypes.CDLL(None,use_errno=True); r=l.mount(b"x",b"/mnt",b"tmpfs",0,None); print(r, ctypes.get_errno())`;
+  const r = await run(b, `python3 -c '${py}'`);
+  assert.match(r.out, /^-1 /, `mount(2) via ctypes succeeded as app: ${r.out}`);
+  const dev = readFileSync("/proc/partitions", "utf8").split("\n").slice(2).map((l) => l.trim().split(/\s+/)[3]).find(Boolean) ?? "vda";
+  for (const sudo of hasSudo ? [false, true] : [false]) {
+    const h = await run(b, `mount /dev/${dev} /mnt`, { sudo });
+    assert.notEqual(h.code, 0, `mounting host block device /dev/${dev} succeeded (sudo=${sudo})`);
+    const mk = await run(b, `mknod /tmp/blk b 254 0 && mount /tmp/blk /mnt`, { sudo });
+    assert.notEqual(mk.code, 0, `mknod + mount of a block device succeeded (sudo=${sudo})`);
+  }
+});
+
+dtest(d, "no network except loopback", async () => {
+  const b = await box();
+  const ifs = (await run(b, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '")).out.trim().split("\n").filter(Boolean);
+  {
+    const r = await run(b, `python3 -c '
+import socket
+for host, port in [("1.1.1.1", 80), ("8.8.8.8", 53), ("10.0.2.2", 22)]:
+    s = socket.socket(); s.settimeout(2)
+    try:
+        s.connect((host, port)); print("CONNECTED", host)
+    except Exception as e:
+        print("refused", host, type(e).__name__)
+'`);
+    assert.ok(!/CONNECTED/.test(r.out), `direct outbound connection succeeded: ${r.out}`);
+  }
+  // The daemon's own port on the host's loopback is not reachable from inside.
+  const py = `import socket; s=socket.socket(); s.settimeout(2)
+try:
+    s.connect(("127.0.0.1", ${d.port})); print("CONNECTED")
+except Exception as e:
+    print("refused", type(e).__name__)`;
+  const r = await run(b, `python3 -c '${py}'`);
+  assert.ok(!/CONNECTED/.test(r.out), "the daemon's loopback port is reachable from inside: host loopback shared");
+  assert.deepEqual(ifs, ["lo"], "only the loopback interface may exist inside (/proc/net/dev)");
+});
