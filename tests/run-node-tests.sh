@@ -19,6 +19,6 @@ fi
 shopt -s nullglob
 main=(tests/conformance/*.test.mjs tests/security/*.test.mjs)
 rc=0
-node --test --test-concurrency=2 "${main[@]}" || rc=1
-node --test --test-concurrency=1 tests/leak/leak.test.mjs || rc=1
+node --test --test-reporter=spec --test-concurrency=2 "${main[@]}" || rc=1
+node --test --test-reporter=spec --test-concurrency=1 tests/leak/leak.test.mjs || rc=1
 exit $rc

@@ -202,6 +202,12 @@ test("no leftovers after a daemon with sandboxes is stopped", { timeout: 180_000
   // Per-sandbox state under the data dir (whatever layout the daemon uses: any path naming a sandbox id).
   const stateLeft = dataTree.filter((p) => ids.some((id) => p.includes(id)));
   if (stateLeft.length) problems.push(`per-sandbox paths left under the data dir: ${stateLeft.slice(0, 20).join(", ")}`);
+  // The namespaces backend keeps <data-dir>/sandboxes/<id>/{upper,work,merged}: the parent must end up empty.
+  const stateDir = join(d.dataDir, "sandboxes");
+  if (existsSync(stateDir)) {
+    const entries = readdirSync(stateDir);
+    if (entries.length) problems.push(`${stateDir} not empty after stop: ${entries.join(", ")}`);
+  }
 
   // Cleanup of this test's data dir must be possible (no busy mounts) ...
   const left = d.cleanupDataDir();

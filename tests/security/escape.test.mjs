@@ -187,3 +187,44 @@ except Exception as e:
   assert.ok(!/CONNECTED/.test(r.out), "the daemon's loopback port is reachable from inside: host loopback shared");
   assert.deepEqual(ifs, ["lo"], "only the loopback interface may exist inside (/proc/net/dev)");
 });
+
+dtest(d, "the agent (PID 1) cannot be inspected, traced or killed by app", async () => {
+  const b = await box();
+  for (const f of ["environ", "maps", "mem"]) {
+    const r = await run(b, `head -c 64 /proc/1/${f} >/dev/null`);
+    assert.notEqual(r.code, 0, `app can read /proc/1/${f}`);
+  }
+  const fds = await run(b, "ls /proc/1/fd");
+  assert.notEqual(fds.code, 0, `app can list the agent's fds: ${fds.out}`);
+  const py = `import ctypes; l=ctypes.CDLL(None,use_errno=True); r=l.ptrace(16,1,0,0); print(r, ctypes.get_errno())`;
+  const pt = await run(b, `python3 -c '${py}'`);
+  assert.match(pt.out, /^-1 /, `PTRACE_ATTACH to PID 1 succeeded: ${pt.out}`);
+  await run(b, "kill -KILL 1; kill -TERM 1; kill -SEGV 1; true");
+  assert.equal((await run(b, "echo agent-survived")).out, "agent-survived\n", "the agent died from app's signals");
+});
+
+dtest(d, "kernel and cgroup knobs are not writable from inside", async () => {
+  const b = await box();
+  const writes = [
+    "echo 1 > /proc/sys/kernel/sysrq",
+    "echo 0 > /proc/sys/kernel/randomize_va_space",
+    "echo c > /proc/sysrq-trigger",
+    "echo $$ > /sys/fs/cgroup/cgroup.procs",
+    "echo max > /sys/fs/cgroup/memory.max",
+    "echo -1 > /sys/fs/cgroup/memory/memory.limit_in_bytes",
+    "echo 1 > /proc/sys/vm/drop_caches",
+    "echo x > /sys/kernel/uevent_helper",
+  ];
+  for (const w of writes) {
+    const r = await run(b, `${w} 2>/dev/null && echo WROTE || echo refused`);
+    assert.equal(r.out.trim(), "refused", `write allowed from inside: ${w}`);
+  }
+});
+
+dtest(d, "hardening: app cannot create a nested user namespace", async () => {
+  const b = await box();
+  // A nested user namespace hands app a full capability set over new
+  // namespaces: the usual springboard for kernel exploits (netfilter, overlayfs).
+  const u = await run(b, "command -v unshare >/dev/null || exit 0; unshare -Ur id -u");
+  assert.ok(u.code !== 0 || u.out === "", `app could create a user namespace: ${u.out}`);
+});
