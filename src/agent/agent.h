@@ -1,0 +1,128 @@
+// sandbox-agent: PID 1 of a sandbox. Serves the agent link
+// (docs/agent-link.md): spawns processes, moves their stdio over flow-
+// controlled channels, reports exits, reaps every child.
+//
+// Single-threaded epoll loop; every fd is non-blocking and CLOEXEC, so no
+// slow pipe reader or writer, and no slow daemon, can stall the loop.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "agent/spawn.h"
+#include "common/error.h"
+#include "common/fd.h"
+#include "common/frame.h"
+
+namespace sandboxd::agent {
+
+class Agent {
+ public:
+  // Takes the link (socket or character device). Changes process-wide state:
+  // ignores SIGPIPE, blocks SIGCHLD/SIGTERM/SIGINT/SIGHUP (read through a
+  // signalfd) and makes the process a child subreaper, so orphans are reaped
+  // even when the agent is not PID 1. Create at most one Agent per process.
+  static Result<std::unique_ptr<Agent>> Create(UniqueFd link);
+
+  Agent(const Agent&) = delete;
+  Agent& operator=(const Agent&) = delete;
+  ~Agent();
+
+  // Serves the link until it closes or fails, or a termination signal
+  // arrives; then SIGKILLs every process group it started (everything, when
+  // PID 1), reaps them for a bounded time and returns the exit status.
+  int Run();
+
+ private:
+  // A stdout/stderr channel: the agent reads the pipe and sends DATA while
+  // it holds credit.
+  struct OutChannel {
+    UniqueFd fd;  // pipe read end
+    uint32_t credit = link::kInitialWindow;
+    bool active = false;   // the spawn succeeded and was answered
+    bool watched = false;  // in the epoll set (EPOLLIN)
+  };
+  // A stdin channel: the daemon sends DATA within the credit the agent gave,
+  // the agent writes it to the pipe and returns the credit.
+  struct InChannel {
+    UniqueFd fd;  // pipe write end
+    std::string buf;  // received, not yet written to the pipe (≤ the window)
+    size_t off = 0;
+    uint32_t window = link::kInitialWindow;  // credit the daemon still holds
+    uint32_t unreported = 0;                 // written to the pipe, credit not yet returned
+    bool eof = false;                        // daemon sent EOF: close once drained
+    bool active = false;
+    bool watched = false;
+    uint32_t events = 0;
+  };
+  struct Process {
+    uint64_t request_id = 0;            // the spawn request, answered once exec is known
+    std::optional<PendingExec> exec;    // set until the exec outcome is known
+    bool started = false;               // exec succeeded: report its exit
+    uint32_t channels[3] = {0, 0, 0};  // stdin, stdout, stderr
+  };
+
+  Agent() = default;
+
+  // Event loop pieces.
+  void OnLinkReadable();
+  void OnSignal();
+  void OnOutReadable(uint32_t id);
+  void OnInEvent(uint32_t id, uint32_t events);
+  void OnExecStatus(pid_t pid);
+
+  void HandleFrame(link::Frame& frame);
+  void HandleControl(std::string_view payload);
+  void HandleSpawn(uint64_t id, const nlohmann::json& msg);
+  void HandleKill(uint64_t id, const nlohmann::json& msg);
+
+  void Reap();
+  // Resolves a pending spawn once the child exec'd or failed; `child_gone`
+  // when it has been reaped (the verdict must then be readable).
+  void ResolveExec(pid_t pid, bool child_gone);
+  void Shutdown();
+
+  void FlushIn(uint32_t id);
+  void ResetIn(uint32_t id);  // tells the daemon, then closes
+  void CloseIn(uint32_t id);
+  void CloseOut(uint32_t id);
+  void UpdateOutWatch(uint32_t id, OutChannel& ch);
+  void UpdateInWatch(uint32_t id, InChannel& ch);
+
+  void FlushLink();
+  void UpdateLinkWatch();
+  void UpdateCongestion();
+  size_t Backlog() const { return out_.size() - out_off_; }
+
+  void Respond(uint64_t id, const nlohmann::json& ok);
+  void RespondErr(uint64_t id, const Error& err);
+  void SendControl(const nlohmann::json& msg);
+
+  bool Watch(int fd, uint64_t key, uint32_t events);
+  void Unwatch(int fd);
+
+  UniqueFd link_;
+  UniqueFd epoll_;
+  UniqueFd signal_fd_;
+  link::FrameDecoder decoder_;
+  std::string out_;  // encoded frames not yet written to the link
+  size_t out_off_ = 0;
+  uint32_t link_events_ = 0;
+  bool congested_ = false;  // Backlog() over the high-water mark: pipes paused
+  bool done_ = false;
+  int exit_code_ = 0;
+
+  std::unordered_map<uint32_t, OutChannel> outs_;
+  std::unordered_map<uint32_t, InChannel> ins_;
+  std::unordered_map<pid_t, Process> procs_;  // spawned and not yet reaped
+};
+
+}  // namespace sandboxd::agent

@@ -1,0 +1,40 @@
+// Typed requests of the agent link's control channel (docs/agent-link.md).
+// Raw JSON is validated here, at the edge; the rest of the agent only sees
+// these structs. Every validation failure is an Error with code EINVAL.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "common/error.h"
+
+namespace sandboxd::agent {
+
+struct SpawnRequest {
+  std::vector<std::string> argv;  // non-empty; argv[0] is looked up on PATH
+  std::vector<std::string> env;   // "K=V"
+  std::string cwd = "/";
+  uid_t uid = 0;
+  gid_t gid = 0;
+  // Channel ids; 0 means /dev/null.
+  uint32_t stdin_channel = 0;
+  uint32_t stdout_channel = 0;
+  uint32_t stderr_channel = 0;
+};
+
+struct KillRequest {
+  pid_t pid = 0;
+  int signal = 0;
+};
+
+// `msg` is the whole request object. Missing optional fields get defaults:
+// env [], cwd "/", uid/gid of the agent, channels 0.
+Result<SpawnRequest> ParseSpawn(const nlohmann::json& msg);
+Result<KillRequest> ParseKill(const nlohmann::json& msg);
+
+}  // namespace sandboxd::agent

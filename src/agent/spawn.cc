@@ -1,0 +1,262 @@
+#include "agent/spawn.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/close_range.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <string_view>
+#include <vector>
+
+namespace sandboxd::agent {
+namespace {
+
+constexpr const char* kDefaultPath = "/usr/local/bin:/usr/bin:/bin";
+
+// Setup steps of the child, sent to the parent together with errno.
+enum Step : int { kSetsid = 1, kDup, kSetgroups, kSetgid, kSetuid, kChdir, kExec };
+
+struct StatusMsg {
+  int step;
+  int err;
+};
+static_assert(sizeof(StatusMsg) <= PIPE_BUF, "status must be written atomically");
+
+// Everything the child needs, prepared before fork(): after fork the child
+// may only make async-signal-safe calls, so no allocation happens there.
+struct ChildPlan {
+  std::array<int, 3> stdio{-1, -1, -1};
+  int status_w = -1;
+  const char* const* argv = nullptr;
+  const char* const* envp = nullptr;
+  const char* const* candidates = nullptr;  // paths to try with execve, in order
+  const char* cwd = nullptr;
+  bool set_ids = false;  // agent is root: always clear groups and set ids
+  uid_t uid = 0;
+  gid_t gid = 0;
+  uid_t cur_uid = 0;
+  gid_t cur_gid = 0;
+};
+
+[[noreturn]] void ChildFail(const ChildPlan& p, Step step) {
+  StatusMsg msg{step, errno};
+  // A short write cannot happen (≤ PIPE_BUF into an empty pipe); if the
+  // parent is gone there is nobody to tell anyway.
+  ssize_t ignored = ::write(p.status_w, &msg, sizeof msg);
+  (void)ignored;
+  _exit(127);
+}
+
+// Runs in the forked child. Async-signal-safe calls only.
+[[noreturn]] void RunChild(const ChildPlan& p) {
+  if (setsid() < 0) ChildFail(p, kSetsid);
+
+  // The agent ignores SIGPIPE, and ignored dispositions survive exec;
+  // blocked signals (SIGCHLD, SIGTERM...) would survive too.
+  struct sigaction dfl = {};
+  dfl.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; ++sig) sigaction(sig, &dfl, nullptr);  // EINVAL for KILL/STOP: fine
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+
+  // The plan's fds are all ≥ 3 (see AboveStdio), so dup2 never aliases and
+  // always clears CLOEXEC on the target.
+  for (int i = 0; i < 3; ++i) {
+    if (dup2(p.stdio[i], i) < 0) ChildFail(p, kDup);
+  }
+
+  // Raw syscalls: glibc's set*id wrappers coordinate all threads of the
+  // process (setxid broadcast), machinery that is not meant for a forked
+  // child; the syscalls act on this single thread, which is all there is.
+  if (p.set_ids) {
+    if (syscall(SYS_setgroups, 0, nullptr) < 0) ChildFail(p, kSetgroups);
+    if (syscall(SYS_setresgid, p.gid, p.gid, p.gid) < 0) ChildFail(p, kSetgid);
+    if (syscall(SYS_setresuid, p.uid, p.uid, p.uid) < 0) ChildFail(p, kSetuid);
+  } else {
+    // Not root: only a no-op change can succeed; try the others so the
+    // daemon gets the kernel's EPERM rather than a silent wrong identity.
+    if (p.gid != p.cur_gid && syscall(SYS_setresgid, p.gid, p.gid, p.gid) < 0) {
+      ChildFail(p, kSetgid);
+    }
+    if (p.uid != p.cur_uid && syscall(SYS_setresuid, p.uid, p.uid, p.uid) < 0) {
+      ChildFail(p, kSetuid);
+    }
+  }
+
+  // After the id switch, so the target user's permissions apply.
+  if (chdir(p.cwd) < 0) ChildFail(p, kChdir);
+
+  // Every fd of the agent is CLOEXEC already; this also covers anything the
+  // agent inherited from whoever started it. CLOEXEC rather than close keeps
+  // the status pipe usable until exec. Failure (old kernel) is harmless.
+  syscall(SYS_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC);
+
+  // execvpe() semantics: skip PATH entries where the file is missing, keep
+  // EACCES as the answer if nothing else works, stop at any other error.
+  bool eacces = false;
+  for (const char* const* c = p.candidates; *c != nullptr; ++c) {
+    execve(*c, const_cast<char* const*>(p.argv), const_cast<char* const*>(p.envp));
+    switch (errno) {
+      case EACCES:
+        eacces = true;
+        break;
+      case ENOENT:
+      case ENOTDIR:
+      case ESTALE:
+      case ENODEV:
+      case ETIMEDOUT:
+        break;
+      default:
+        ChildFail(p, kExec);
+    }
+  }
+  errno = eacces ? EACCES : ENOENT;
+  ChildFail(p, kExec);
+}
+
+Result<std::pair<UniqueFd, UniqueFd>> Pipe(int flags) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC | flags) < 0) return FailErrno("pipe2");
+  return std::pair{UniqueFd(fds[0]), UniqueFd(fds[1])};
+}
+
+Status SetNonBlocking(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return FailErrno("fcntl O_NONBLOCK");
+  return {};
+}
+
+// If the agent was started with some of fds 0-2 closed, a new fd can land
+// there, and dup2 onto the child's stdio would then clobber one stream with
+// another. Moving such fds above 2 keeps the child's dup2 sequence correct.
+Result<UniqueFd> AboveStdio(UniqueFd fd) {
+  if (fd.get() > 2) return fd;
+  int moved = fcntl(fd.get(), F_DUPFD_CLOEXEC, 3);
+  if (moved < 0) return FailErrno("fcntl F_DUPFD_CLOEXEC");
+  return UniqueFd(moved);
+}
+
+std::string_view PathOf(const std::vector<std::string>& env) {
+  for (const std::string& e : env) {
+    if (e.starts_with("PATH=")) return std::string_view(e).substr(5);
+  }
+  return kDefaultPath;
+}
+
+// The files execvpe() would try for `cmd`, in order.
+std::vector<std::string> Candidates(const std::string& cmd, std::string_view path) {
+  if (cmd.find('/') != std::string::npos) return {cmd};
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (true) {
+    size_t end = path.find(':', start);
+    std::string_view dir = path.substr(start, end == std::string_view::npos ? end : end - start);
+    // An empty PATH element means the current directory.
+    out.push_back(dir.empty() ? cmd : std::string(dir) + "/" + cmd);
+    if (end == std::string_view::npos) break;
+    start = end + 1;
+  }
+  return out;
+}
+
+std::vector<const char*> CStrings(const std::vector<std::string>& v) {
+  std::vector<const char*> out;
+  out.reserve(v.size() + 1);
+  for (const std::string& s : v) out.push_back(s.c_str());
+  out.push_back(nullptr);
+  return out;
+}
+
+}  // namespace
+
+Result<StartedChild> StartChild(const SpawnRequest& req) {
+  StartedChild started;
+  std::array<UniqueFd, 3> child_ends;  // closed in the parent when we return
+  std::array<UniqueFd*, 3> parent_ends = {&started.stdin_w, &started.stdout_r, &started.stderr_r};
+  std::array<uint32_t, 3> channels = {req.stdin_channel, req.stdout_channel, req.stderr_channel};
+
+  for (int i = 0; i < 3; ++i) {
+    if (channels[i] == 0) {
+      int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+      if (fd < 0) return FailErrno("open /dev/null");
+      child_ends[i].Reset(fd);
+    } else {
+      auto p = Pipe(0);
+      if (!p) return std::unexpected(p.error());
+      // stdin: the child reads; stdout/stderr: the child writes.
+      UniqueFd& parent = i == 0 ? p->second : p->first;
+      UniqueFd& child = i == 0 ? p->first : p->second;
+      // Only the agent's end is non-blocking: the two ends of a pipe are
+      // separate open file descriptions, so the child gets a normal pipe.
+      SBX_TRY(SetNonBlocking(parent.get()));
+      *parent_ends[i] = std::move(parent);
+      child_ends[i] = std::move(child);
+    }
+    auto moved = AboveStdio(std::move(child_ends[i]));
+    if (!moved) return std::unexpected(moved.error());
+    child_ends[i] = std::move(*moved);
+  }
+
+  auto status = Pipe(O_NONBLOCK);
+  if (!status) return std::unexpected(status.error());
+  auto status_w = AboveStdio(std::move(status->second));
+  if (!status_w) return std::unexpected(status_w.error());
+
+  std::vector<const char*> argv = CStrings(req.argv);
+  std::vector<const char*> envp = CStrings(req.env);
+  std::vector<std::string> candidates = Candidates(req.argv[0], PathOf(req.env));
+  std::vector<const char*> candidate_ptrs = CStrings(candidates);
+
+  ChildPlan plan;
+  for (int i = 0; i < 3; ++i) plan.stdio[i] = child_ends[i].get();
+  plan.status_w = status_w->get();
+  plan.argv = argv.data();
+  plan.envp = envp.data();
+  plan.candidates = candidate_ptrs.data();
+  plan.cwd = req.cwd.c_str();
+  plan.set_ids = geteuid() == 0;
+  plan.uid = req.uid;
+  plan.gid = req.gid;
+  plan.cur_uid = getuid();
+  plan.cur_gid = getgid();
+
+  pid_t pid = fork();
+  if (pid < 0) return FailErrno("fork");
+  if (pid == 0) RunChild(plan);
+
+  started.pid = pid;
+  started.exec.status = std::move(status->first);
+  started.exec.argv0 = req.argv[0];
+  started.exec.cwd = req.cwd;
+  started.exec.uid = req.uid;
+  started.exec.gid = req.gid;
+  return started;
+}
+
+std::optional<Status> PollExec(const PendingExec& exec) {
+  StatusMsg msg;
+  ssize_t n = ::read(exec.status.get(), &msg, sizeof msg);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return std::nullopt;
+  if (n == 0) return Status{};  // write end closed by a successful exec
+  if (n < 0) return Status(FailErrno("spawn: reading child status"));
+  if (n != sizeof msg) return Status(FailMsg("spawn: truncated child status"));
+  std::string what;
+  switch (msg.step) {
+    case kSetsid: what = "setsid"; break;
+    case kDup: what = "dup2 stdio"; break;
+    case kSetgroups: what = "setgroups"; break;
+    case kSetgid: what = "setgid " + std::to_string(exec.gid); break;
+    case kSetuid: what = "setuid " + std::to_string(exec.uid); break;
+    case kChdir: what = "cwd '" + exec.cwd + "'"; break;
+    case kExec: what = "spawn '" + exec.argv0 + "'"; break;
+    default: what = "spawn"; break;
+  }
+  return Status(FailErrno(std::move(what), msg.err));
+}
+
+}  // namespace sandboxd::agent
