@@ -1,0 +1,45 @@
+// The daemon's single HTTP origin (WIRE.md §1.1): WebSocket upgrades for
+// create/connect and the REST routes (kill, extend, list), with bearer-token
+// auth scoped to the token's org. Event-loop thread only.
+#pragma once
+
+#include <boost/asio.hpp>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "daemon/core/manager.h"
+#include "daemon/core/store.h"
+
+namespace sandboxd::api {
+
+// Resolves bearer tokens to orgs, caching positive answers.
+class Authenticator {
+ public:
+  explicit Authenticator(core::Store& store) : store_(store) {}
+  // The org of `authorization` ("Bearer ddo_..."), or nullopt.
+  std::optional<std::string> OrgFor(std::string_view authorization);
+
+ private:
+  core::Store& store_;
+  std::map<std::string, std::string> cache_;  // token hash → org
+};
+
+class HttpServer {
+ public:
+  HttpServer(boost::asio::io_context& io, core::Manager& mgr, core::Store& store);
+  // Binds and starts accepting; returns the bound endpoint.
+  Result<boost::asio::ip::tcp::endpoint> Listen(const std::string& host, uint16_t port);
+  void Stop();
+
+ private:
+  void AcceptNext();
+
+  boost::asio::io_context& io_;
+  core::Manager& mgr_;
+  Authenticator auth_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+};
+
+}  // namespace sandboxd::api

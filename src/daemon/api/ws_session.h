@@ -1,0 +1,95 @@
+// One client WebSocket attached to a sandbox: JSON-RPC 2.0 dispatch, the
+// `ping`/`pong` keepalive, client→server and server→client streams (WIRE.md
+// §2, §3), and the process and env methods. Event-loop thread only.
+#pragma once
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+#include <deque>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "daemon/core/sandbox.h"
+
+namespace sandboxd::api {
+
+class WsSession : public std::enable_shared_from_this<WsSession>, public core::Attachment {
+ public:
+  using Request = boost::beast::http::request<boost::beast::http::string_body>;
+
+  WsSession(boost::beast::tcp_stream&& stream, std::shared_ptr<core::Sandbox> sb);
+  ~WsSession() override;
+
+  // Completes the upgrade (101 with x-deno-sandbox-id) and starts reading.
+  void Accept(Request req);
+
+  void CloseFromServer(uint16_t code, const std::string& reason) override;
+
+ private:
+  struct Incoming {  // a stream the client sends (stdin)
+    std::vector<std::string> chunks;  // buffered until a request claims it
+    size_t bytes = 0;
+    bool ended = false;
+    std::optional<uint32_t> channel;  // once claimed
+  };
+  struct Outgoing {  // a stream we send (stdout/stderr)
+    uint32_t channel = 0;
+    int64_t pid = 0;
+  };
+  struct OutMsg {
+    std::string text;
+    std::optional<boost::beast::websocket::close_reason> close;
+  };
+
+  void ReadNext();
+  void OnMessage(std::string_view text);
+  void HandleRequest(int64_t id, const std::string& method, const nlohmann::json& params);
+  void HandleNotification(const std::string& method, const nlohmann::json& params);
+
+  void Send(std::string text);
+  void CloseWith(uint16_t code, const std::string& reason);
+  void DoWrite();
+  void Teardown();
+
+  void ReplyOk(int64_t id, nlohmann::json value);
+  void ReplyAppError(int64_t id, nlohmann::json error_object);
+  void ReplyRpcError(int64_t id, int code, const std::string& message);
+  void Notify(const char* method, nlohmann::json params);
+
+  // RPC methods.
+  void Spawn(int64_t id, const nlohmann::json& p);
+  void ProcessWait(int64_t id, const nlohmann::json& p);
+  void ProcessKill(int64_t id, const nlohmann::json& p);
+  void EnvGet(int64_t id, const nlohmann::json& p);
+  void EnvSet(int64_t id, const nlohmann::json& p);
+  void EnvDelete(int64_t id, const nlohmann::json& p);
+  void EnvToObject(int64_t id, const nlohmann::json& p);
+
+  // Server→client stream plumbing.
+  void ForwardOutput(int64_t stream_id, std::string_view data);
+  void ReleaseCredit();
+
+  boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;
+  std::shared_ptr<core::Sandbox> sb_;
+  boost::beast::flat_buffer rbuf_;
+  std::deque<OutMsg> outq_;
+  size_t out_bytes_ = 0;
+  bool writing_ = false;
+  bool reading_ = false;
+  bool closing_ = false;   // a close is queued or sent: read no more requests
+  bool torn_down_ = false;
+  bool attached_ = false;
+  boost::asio::steady_timer resume_timer_;
+  std::map<int64_t, Incoming> incoming_;
+  size_t unclaimed_bytes_ = 0;
+  std::map<int64_t, Outgoing> outgoing_;
+  std::vector<std::pair<uint32_t, uint32_t>> deferred_credit_;  // (channel, bytes)
+};
+
+}  // namespace sandboxd::api

@@ -1,0 +1,211 @@
+#include "daemon/core/config.h"
+
+#include <openssl/evp.h>
+
+#include <charconv>
+#include <nlohmann/json.hpp>
+
+namespace sandboxd::core {
+namespace {
+
+using nlohmann::json;
+
+std::unexpected<ApiError> Bad(std::string m) { return std::unexpected(ApiError::InvalidConfig(std::move(m))); }
+
+bool ValidEnvName(std::string_view s) {
+  if (s.empty() || s.size() > 256) return false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    bool ok = c == '_' || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (i > 0 && c >= '0' && c <= '9');
+    if (!ok) return false;
+  }
+  return true;
+}
+
+ApiResult<std::map<std::string, std::string>> ParseLabels(const json& j) {
+  if (!j.is_object()) return std::unexpected(ApiError::InvalidLabels("labels must be an object of strings"));
+  if (j.size() > kMaxLabels) {
+    return std::unexpected(ApiError::InvalidLabels("at most " + std::to_string(kMaxLabels) +
+                                                   " labels are allowed (got " + std::to_string(j.size()) + ")"));
+  }
+  std::map<std::string, std::string> out;
+  for (const auto& [k, v] : j.items()) {
+    if (k.empty() || k.size() > kMaxLabelKeyBytes) {
+      return std::unexpected(ApiError::InvalidLabels("label keys must be 1 to " + std::to_string(kMaxLabelKeyBytes) +
+                                                     " bytes (got " + std::to_string(k.size()) + ")"));
+    }
+    if (!v.is_string()) return std::unexpected(ApiError::InvalidLabels("label '" + k + "' must be a string"));
+    const auto& s = v.get_ref<const std::string&>();
+    if (s.size() > kMaxLabelValueBytes) {
+      return std::unexpected(ApiError::InvalidLabels("label '" + k + "' value exceeds " +
+                                                     std::to_string(kMaxLabelValueBytes) + " bytes"));
+    }
+    out.emplace(k, s);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string Latin1ToUtf8(std::string_view bytes) {
+  std::string out;
+  out.reserve(bytes.size());
+  for (unsigned char c : bytes) {
+    if (c < 0x80) {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back(static_cast<char>(0xC0 | (c >> 6)));
+      out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
+    }
+  }
+  return out;
+}
+
+std::optional<std::string> Base64Decode(std::string_view in) {
+  if (in.size() % 4 != 0) return std::nullopt;
+  size_t pad_at = in.find('=');
+  if (pad_at != std::string_view::npos &&
+      (in.size() - pad_at > 2 || in.substr(pad_at).find_first_not_of('=') != std::string_view::npos)) {
+    return std::nullopt;  // padding only at the very end, at most two
+  }
+  for (char c : in.substr(0, pad_at)) {
+    bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
+    if (!ok) return std::nullopt;
+  }
+  if (in.empty()) return std::string();
+  std::string out(in.size() / 4 * 3, '\0');
+  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(in.data()), static_cast<int>(in.size()));
+  if (n < 0) return std::nullopt;
+  size_t pad = 0;
+  if (in.ends_with("==")) pad = 2;
+  else if (in.ends_with('=')) pad = 1;
+  out.resize(static_cast<size_t>(n) - pad);
+  return out;
+}
+
+std::string Base64Encode(std::string_view in) {
+  std::string out(4 * ((in.size() + 2) / 3), '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(in.data()), static_cast<int>(in.size()));
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+
+std::optional<int64_t> ParseDurationMs(std::string_view s) {
+  if (s.size() < 2 || s.size() > 12) return std::nullopt;
+  char unit = s.back();
+  int64_t mult = unit == 's' ? 1000 : unit == 'm' ? 60'000 : unit == 'h' ? 3'600'000 : 0;
+  if (mult == 0) return std::nullopt;
+  int64_t n = 0;
+  auto digits = s.substr(0, s.size() - 1);
+  auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n);
+  if (ec != std::errc() || p != digits.data() + digits.size() || n <= 0) return std::nullopt;
+  return n * mult;
+}
+
+ApiResult<CreateConfig> ParseCreateConfigHeader(std::string_view header, const ConfigLimits& limits) {
+  CreateConfig cfg;
+  auto raw = Base64Decode(header);
+  if (!raw) return Bad("x-deno-sandbox-config is not valid base64");
+  json j = json::parse(Latin1ToUtf8(*raw), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return Bad("x-deno-sandbox-config is not a JSON object");
+
+  if (auto it = j.find("memory_mb"); it != j.end() && !it->is_null()) {
+    if (!it->is_number_integer()) return Bad("memory_mb must be an integer");
+    int64_t m = it->get<int64_t>();
+    if (m < kMinMemoryMb || m > kMaxMemoryMb) {
+      return Bad("memory_mb must be between " + std::to_string(kMinMemoryMb) + " and " +
+                 std::to_string(kMaxMemoryMb) + " (got " + std::to_string(m) + ")");
+    }
+    cfg.memory_mb = static_cast<uint32_t>(m);
+  }
+
+  if (auto it = j.find("region"); it != j.end() && !it->is_null()) {
+    if (!it->is_string() || it->get_ref<const std::string&>() != limits.region) {
+      std::string got = it->is_string() ? it->get<std::string>() : it->dump();
+      return std::unexpected(ApiError{400, "REGION_NOT_SERVED",
+                                      "region '" + got + "' is not served here (this server serves '" +
+                                          limits.region + "')"});
+    }
+  }
+
+  // Lifetime: stop_at_ms (npm SDK) or timeout (Python SDK).
+  std::optional<int64_t> stop_at;
+  if (auto it = j.find("stop_at_ms"); it != j.end() && !it->is_null()) {
+    if (!it->is_number_integer()) return Bad("stop_at_ms must be an integer (ms since the Unix epoch)");
+    stop_at = it->get<int64_t>();
+  } else if (auto t = j.find("timeout"); t != j.end() && !t->is_null()) {
+    if (!t->is_string()) return Bad("timeout must be a string");
+    const auto& ts = t->get_ref<const std::string&>();
+    if (ts != "session") {
+      auto d = ParseDurationMs(ts);
+      if (!d) return Bad("timeout '" + ts + "' is not a duration like \"30s\" or \"5m\" (or \"session\")");
+      stop_at = limits.now_ms + *d;
+    }
+  }
+  if (stop_at) {
+    if (*stop_at < limits.now_ms - limits.clock_skew_ms) return Bad("stop_at_ms lies in the past");
+    *stop_at = std::max(*stop_at, limits.now_ms + 1000);
+    if (limits.max_lifetime_ms && *stop_at - limits.now_ms > *limits.max_lifetime_ms) {
+      return Bad("requested lifetime exceeds this server's maximum of " +
+                 std::to_string(*limits.max_lifetime_ms / 1000) + " s");
+    }
+    cfg.stop_at_ms = stop_at;
+  }
+
+  if (auto it = j.find("labels"); it != j.end() && !it->is_null()) {
+    auto labels = ParseLabels(*it);
+    if (!labels) return std::unexpected(labels.error());
+    cfg.labels = std::move(*labels);
+  }
+
+  if (auto it = j.find("root"); it != j.end() && !it->is_null()) {
+    return Bad("root volumes are not supported by this server yet");
+  }
+  if (auto it = j.find("volumes"); it != j.end() && !it->is_null()) {
+    if (!it->is_array() && !it->is_object()) return Bad("volumes must be an array");
+    if (!it->empty()) return Bad("volumes are not supported by this server yet");
+  }
+
+  if (auto it = j.find("allow_net"); it != j.end() && !it->is_null()) {
+    if (!it->is_array()) return Bad("allow_net must be an array of host patterns");
+    std::vector<std::string> hosts;
+    for (const auto& h : *it) {
+      if (!h.is_string() || h.get_ref<const std::string&>().empty() || h.get_ref<const std::string&>().size() > 261) {
+        return Bad("allow_net entries must be non-empty host patterns");
+      }
+      hosts.push_back(h.get<std::string>());
+    }
+    cfg.allow_net = std::move(hosts);
+  }
+
+  if (auto it = j.find("secrets"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) return Bad("secrets must be an object");
+    for (const auto& [name, s] : it->items()) {
+      if (!ValidEnvName(name)) return Bad("secret name '" + name + "' is not a valid environment variable name");
+      if (!s.is_object() || !s.contains("value") || !s["value"].is_string() || !s.contains("hosts") ||
+          !s["hosts"].is_array()) {
+        return Bad("secret '" + name + "' must be {hosts: [string], value: string}");
+      }
+      Secret sec;
+      sec.value = s["value"].get<std::string>();
+      for (const auto& h : s["hosts"]) {
+        if (!h.is_string()) return Bad("secret '" + name + "' hosts must be strings");
+        sec.hosts.push_back(h.get<std::string>());
+      }
+      cfg.secrets.emplace(name, std::move(sec));
+    }
+  }
+
+  if (auto it = j.find("env"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) return Bad("env must be an object of strings");
+    for (const auto& [k, v] : it->items()) {
+      if (!ValidEnvName(k) || !v.is_string()) return Bad("env entry '" + k + "' is invalid");
+      cfg.env.emplace(k, v.get<std::string>());
+    }
+  }
+  return cfg;
+}
+
+}  // namespace sandboxd::core

@@ -1,0 +1,240 @@
+#include "daemon/core/manager.h"
+
+#include <spdlog/spdlog.h>
+
+#include <nlohmann/json.hpp>
+
+#include "daemon/core/ids.h"
+
+namespace sandboxd::core {
+
+int64_t SystemNowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+namespace {
+// The create options as persisted: everything but secret values.
+std::string PersistableConfig(const CreateConfig& c) {
+  nlohmann::json j;
+  j["memory_mb"] = c.memory_mb;
+  if (c.stop_at_ms) j["stop_at_ms"] = *c.stop_at_ms;
+  if (c.allow_net) j["allow_net"] = *c.allow_net;
+  nlohmann::json secrets = nlohmann::json::object();
+  for (const auto& [name, s] : c.secrets) secrets[name] = {{"hosts", s.hosts}};
+  if (!c.secrets.empty()) j["secrets"] = secrets;
+  return j.dump();
+}
+}  // namespace
+
+Manager::Manager(boost::asio::io_context& io, Store& store, std::unique_ptr<isolation::Backend> backend,
+                 ManagerOptions opts, NowMsFn now)
+    : io_(io), store_(store), backend_(std::move(backend)), opts_(std::move(opts)), now_(std::move(now)) {}
+
+Manager::~Manager() { pool_.join(); }
+
+ConfigLimits Manager::Limits() const {
+  ConfigLimits l;
+  l.region = opts_.region;
+  l.now_ms = now_();
+  l.max_lifetime_ms = opts_.max_lifetime_ms;
+  return l;
+}
+
+void Manager::Create(const std::string& org, CreateConfig cfg, CreateFn done) {
+  if (shutting_down_) {
+    done(std::unexpected(ApiError{503, "SHUTTING_DOWN", "the server is shutting down"}));
+    return;
+  }
+  if (live_.size() + creating_ >= opts_.max_sandboxes) {
+    done(std::unexpected(ApiError{503, "CAPACITY_EXHAUSTED",
+                                  "this server runs its maximum of " + std::to_string(opts_.max_sandboxes) +
+                                      " sandboxes"}));
+    return;
+  }
+  std::string id = NewSandboxId(opts_.region);
+  int64_t now = now_();
+  auto sb = std::make_shared<Sandbox>(io_, id, org, std::move(cfg), now);
+  // Secrets never enter the sandbox: inside, the variable holds a placeholder
+  // that the egress proxy swaps for the value on the wire to approved hosts.
+  for (const auto& [name, s] : sb->config().secrets) {
+    std::string hex;
+    for (unsigned char c : RandomBytes(16)) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      hex += kHex[c >> 4];
+      hex += kHex[c & 15];
+    }
+    sb->env()[name] = "sbx_placeholder_" + hex;
+  }
+
+  SandboxRecord rec;
+  rec.id = id;
+  rec.org = org;
+  rec.region = opts_.region;
+  rec.labels = sb->config().labels;
+  rec.config_json = PersistableConfig(sb->config());
+  rec.state = "creating";
+  rec.created_ms = now;
+  rec.stop_at_ms = sb->config().stop_at_ms;
+  if (auto st = store_.InsertSandbox(rec); !st) {
+    done(std::unexpected(ApiError::Internal(st.error().message)));
+    return;
+  }
+
+  isolation::SandboxSpec spec;
+  spec.id = id;
+  spec.memory_mb = sb->config().memory_mb;
+  ++creating_;
+  boost::asio::post(pool_, [this, spec, sb, done = std::move(done)]() mutable {
+    auto inst = backend_->Start(spec);
+    boost::asio::post(io_, [this, sb, inst = std::move(inst), done = std::move(done)]() mutable {
+      --creating_;
+      if (!inst) {
+        spdlog::error("sandbox {}: start failed: {}", sb->id(), inst.error().message);
+        (void)store_.UpdateState(sb->id(), "failed", now_(), inst.error().message);
+        done(std::unexpected(ApiError{500, "SANDBOX_START_FAILED", "could not start the sandbox: " +
+                                                                        inst.error().message}));
+        return;
+      }
+      sb->instance_ = std::move(*inst);
+      sb->link_ = std::make_shared<AgentLink>(io_, sb->instance_->TakeLinkFd(), opts_.agent_call_timeout);
+      std::weak_ptr<Sandbox> weak = sb;
+      sb->link_->Start(
+          [weak](const nlohmann::json& ev) {
+            if (auto s = weak.lock()) s->OnAgentEvent(ev);
+          },
+          [this, weak](const Error& e) {
+            auto s = weak.lock();
+            if (!s || !s->running()) return;
+            spdlog::warn("sandbox {}: agent link lost: {}", s->id(), e.message);
+            StartStop(s, "the sandbox's agent exited (" + e.message + ")", /*failed=*/true);
+          });
+      sb->on_last_detach_ = [this, weak] {
+        auto s = weak.lock();
+        if (!s || !s->running() || s->stop_at_ms_) return;
+        s->grace_timer_.expires_after(opts_.session_grace);
+        s->grace_timer_.async_wait([this, weak](boost::system::error_code ec) {
+          auto s = weak.lock();
+          if (ec || !s || !s->running() || s->attachments() > 0 || s->stop_at_ms_) return;
+          StartStop(s, "session ended", false);
+        });
+      };
+      live_[sb->id()] = sb;
+      (void)store_.UpdateState(sb->id(), "running", std::nullopt);
+      if (shutting_down_) {
+        StartStop(sb, "server shutting down", false);
+        done(std::unexpected(ApiError{503, "SHUTTING_DOWN", "the server is shutting down"}));
+        return;
+      }
+      ArmStopTimer(sb);
+      spdlog::info("sandbox {}: running (org {}, {} MiB, {})", sb->id(), sb->org(), sb->config().memory_mb,
+                   sb->stop_at_ms_ ? "timed" : "session");
+      done(sb);
+    });
+  });
+}
+
+void Manager::ArmStopTimer(const std::shared_ptr<Sandbox>& sb) {
+  sb->stop_timer_.cancel();
+  if (!sb->stop_at_ms_) return;
+  auto delay = std::chrono::milliseconds(std::max<int64_t>(0, *sb->stop_at_ms_ - now_()));
+  sb->stop_timer_.expires_after(delay);
+  std::weak_ptr<Sandbox> weak = sb;
+  sb->stop_timer_.async_wait([this, weak](boost::system::error_code ec) {
+    auto s = weak.lock();
+    if (ec || !s || !s->running()) return;
+    StartStop(s, "sandbox timeout reached", false);
+  });
+}
+
+ApiResult<std::shared_ptr<Sandbox>> Manager::FindRunning(const std::string& org, const std::string& id) {
+  auto it = live_.find(id);
+  if (it == live_.end() || it->second->org() != org || !it->second->running()) {
+    return std::unexpected(ApiError::NotFound("sandbox " + id + " not found or not running"));
+  }
+  return it->second;
+}
+
+ApiResult<void> Manager::Kill(const std::string& org, const std::string& id, const std::string& reason) {
+  auto it = live_.find(id);
+  if (it != live_.end() && it->second->org() == org) {
+    if (it->second->running()) StartStop(it->second, reason, false);
+    return {};
+  }
+  auto rec = store_.GetSandbox(id);
+  if (rec && *rec && (*rec)->org == org) return {};  // already stopped: idempotent
+  return std::unexpected(ApiError::NotFound("sandbox " + id + " not found"));
+}
+
+ApiResult<int64_t> Manager::Extend(const std::string& org, const std::string& id, int64_t stop_at_ms) {
+  auto sb = FindRunning(org, id);
+  if (!sb) return std::unexpected(sb.error());
+  auto& s = **sb;
+  if (!s.stop_at_ms_) {
+    return std::unexpected(
+        ApiError{400, "INVALID_TIMEOUT", "a \"session\" sandbox cannot be extended; create it with a duration"});
+  }
+  int64_t current = *s.stop_at_ms_;
+  int64_t granted = std::max(current, std::min(stop_at_ms, current + opts_.max_extend_ms));
+  if (opts_.max_lifetime_ms) granted = std::min(granted, s.created_ms_ + *opts_.max_lifetime_ms);
+  granted = std::max(granted, current);
+  s.stop_at_ms_ = granted;
+  (void)store_.UpdateStopAt(id, granted);
+  ArmStopTimer(*sb);
+  return granted;
+}
+
+ApiResult<ListPage> Manager::List(ListQuery q) {
+  q.stopped_after_ms = now_() - opts_.stopped_retention_ms;
+  auto page = store_.ListSandboxes(q);
+  if (!page) return std::unexpected(ApiError{400, "INVALID_QUERY", page.error().message});
+  return std::move(*page);
+}
+
+void Manager::StartStop(const std::shared_ptr<Sandbox>& sb, const std::string& reason, bool failed) {
+  if (sb->state_ != SandboxState::kRunning) return;
+  sb->state_ = SandboxState::kStopping;
+  sb->stop_timer_.cancel();
+  sb->grace_timer_.cancel();
+  spdlog::info("sandbox {}: stopping ({})", sb->id(), reason);
+  (void)store_.UpdateState(sb->id(), "stopping", std::nullopt);
+  // Disconnect clients first: kill() in the SDK waits for the socket to close.
+  auto attachments = sb->attachments_;
+  for (Attachment* a : attachments) a->CloseFromServer(failed ? 1011 : 1001, reason);
+  sb->FailAllWaiters(Error{EPIPE, "sandbox stopped: " + reason});
+  if (sb->link_) sb->link_->Close();
+  ++destroying_;
+  auto instance = std::move(sb->instance_);
+  boost::asio::post(pool_, [this, sb, failed, reason, instance = std::move(instance)]() mutable {
+    Status st;
+    if (instance) st = instance->Destroy();
+    instance.reset();
+    boost::asio::post(io_, [this, sb, failed, reason, st = std::move(st)] {
+      --destroying_;
+      if (!st) spdlog::error("sandbox {}: teardown incomplete: {}", sb->id(), st.error().message);
+      sb->state_ = SandboxState::kStopped;
+      (void)store_.UpdateState(sb->id(), failed ? "failed" : "stopped", now_(), failed ? reason : "");
+      live_.erase(sb->id());
+      spdlog::info("sandbox {}: stopped", sb->id());
+      if (shutting_down_ && live_.empty() && destroying_ == 0 && creating_ == 0 && on_all_destroyed_) {
+        auto fn = std::move(on_all_destroyed_);
+        on_all_destroyed_ = nullptr;
+        fn();
+      }
+    });
+  });
+}
+
+void Manager::Shutdown(std::function<void()> done) {
+  shutting_down_ = true;
+  on_all_destroyed_ = std::move(done);
+  auto live = live_;
+  for (auto& [id, sb] : live) StartStop(sb, "server shutting down", false);
+  if (live_.empty() && destroying_ == 0 && creating_ == 0 && on_all_destroyed_) {
+    auto fn = std::move(on_all_destroyed_);
+    on_all_destroyed_ = nullptr;
+    fn();
+  }
+}
+
+}  // namespace sandboxd::core

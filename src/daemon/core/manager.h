@@ -1,0 +1,84 @@
+// The sandbox registry and lifecycle state machine: create, connect, kill,
+// extend, list; session and timed lifetimes. Runs on the daemon's event-loop
+// thread; blocking backend work (start, destroy) goes to a small thread pool
+// and its results come back to the loop.
+#pragma once
+
+#include <boost/asio.hpp>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "daemon/core/api_error.h"
+#include "daemon/core/config.h"
+#include "daemon/core/sandbox.h"
+#include "daemon/core/store.h"
+#include "daemon/isolation/backend.h"
+
+namespace sandboxd::core {
+
+struct ManagerOptions {
+  std::string region = "loc";
+  std::chrono::milliseconds session_grace{1000};  // session sandbox lives this long after its last client
+  std::chrono::milliseconds agent_call_timeout{10000};
+  std::optional<int64_t> max_lifetime_ms;        // cap on a timed sandbox's lifetime (none by default)
+  int64_t max_extend_ms = 30 * 60 * 1000;       // one extendTimeout adds at most this much
+  int64_t stopped_retention_ms = 60 * 60 * 1000;  // list shows sandboxes stopped within this window
+  size_t max_sandboxes = 256;                   // live sandboxes; beyond → 503
+};
+
+// Time behind a seam so tests can fake it.
+using NowMsFn = std::function<int64_t()>;
+int64_t SystemNowMs();
+
+class Manager {
+ public:
+  Manager(boost::asio::io_context& io, Store& store, std::unique_ptr<isolation::Backend> backend,
+          ManagerOptions opts, NowMsFn now = SystemNowMs);
+  ~Manager();
+
+  const ManagerOptions& options() const { return opts_; }
+  ConfigLimits Limits() const;
+
+  using CreateFn = std::function<void(ApiResult<std::shared_ptr<Sandbox>>)>;
+  void Create(const std::string& org, CreateConfig cfg, CreateFn done);
+
+  // A running sandbox of `org`; 404 for unknown, stopped or foreign ids.
+  ApiResult<std::shared_ptr<Sandbox>> FindRunning(const std::string& org, const std::string& id);
+
+  // Starts stopping the sandbox (clients are disconnected at once; teardown
+  // continues in the background). Unknown → 404; already stopped → ok.
+  ApiResult<void> Kill(const std::string& org, const std::string& id, const std::string& reason);
+
+  // Moves a timed sandbox's deadline to `stop_at_ms`, clamped to at most
+  // max_extend_ms past the current deadline. Returns the deadline granted.
+  ApiResult<int64_t> Extend(const std::string& org, const std::string& id, int64_t stop_at_ms);
+
+  ApiResult<ListPage> List(ListQuery q);
+
+  // Stops every sandbox; `done` runs on the loop once all are torn down.
+  void Shutdown(std::function<void()> done);
+
+  size_t live() const { return live_.size(); }
+
+ private:
+  void StartStop(const std::shared_ptr<Sandbox>& sb, const std::string& reason, bool failed);
+  void ArmStopTimer(const std::shared_ptr<Sandbox>& sb);
+
+  boost::asio::io_context& io_;
+  Store& store_;
+  std::unique_ptr<isolation::Backend> backend_;
+  ManagerOptions opts_;
+  NowMsFn now_;
+  boost::asio::thread_pool pool_{2};
+  std::map<std::string, std::shared_ptr<Sandbox>> live_;  // running or stopping
+  size_t creating_ = 0;
+  size_t destroying_ = 0;
+  bool shutting_down_ = false;
+  std::function<void()> on_all_destroyed_;
+};
+
+}  // namespace sandboxd::core

@@ -1,0 +1,201 @@
+// sandboxd: `serve` (the default) runs the daemon; `token create` mints an org
+// token. Flags are parsed here; everything else lives in the libraries.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <boost/asio.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "daemon/api/http_server.h"
+#include "daemon/core/config.h"
+#include "daemon/core/ids.h"
+#include "daemon/core/manager.h"
+#include "daemon/core/store.h"
+#include "daemon/isolation/namespaces/namespaces_backend.h"
+
+namespace fs = std::filesystem;
+using namespace sandboxd;
+
+namespace {
+
+std::string ExeDir() {
+  std::error_code ec;
+  auto p = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string(".") : p.parent_path().string();
+}
+
+sandboxd::Result<std::unique_ptr<core::Store>> OpenStore(const std::string& data_dir) {
+  std::error_code ec;
+  fs::create_directories(data_dir, ec);
+  if (ec) return FailMsg("creating data dir " + data_dir + ": " + ec.message());
+  ::chmod(data_dir.c_str(), 0700);
+  return core::Store::Open(data_dir + "/sandboxd.db");
+}
+
+struct ServeFlags {
+  std::string listen = "127.0.0.1:8080";
+  std::string data_dir = "/var/lib/sandboxd";
+  std::string region = "loc";
+  std::string isolation = "auto";
+  std::string image;
+  std::string agent;
+  int session_grace_ms = 1000;
+  size_t max_sandboxes = 256;
+  std::string max_lifetime;
+  std::string log_level = "info";
+};
+
+int Serve(const ServeFlags& f) {
+  spdlog::set_default_logger(spdlog::stderr_color_mt("sandboxd"));
+  spdlog::set_level(spdlog::level::from_str(f.log_level));
+  if (!core::IsValidRegion(f.region)) {
+    std::fprintf(stderr, "sandboxd: --region must be three lower-case letters (got '%s')\n", f.region.c_str());
+    return 2;
+  }
+  if (f.isolation != "auto" && f.isolation != "namespaces") {
+    std::fprintf(stderr, "sandboxd: --isolation %s is not available (supported: auto, namespaces)\n",
+                 f.isolation.c_str());
+    return 2;
+  }
+  auto colon = f.listen.rfind(':');
+  if (colon == std::string::npos) {
+    std::fprintf(stderr, "sandboxd: --listen must be HOST:PORT\n");
+    return 2;
+  }
+  std::string host = f.listen.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  int port = std::atoi(f.listen.c_str() + colon + 1);
+  if (port < 0 || port > 65535) {
+    std::fprintf(stderr, "sandboxd: invalid port in --listen\n");
+    return 2;
+  }
+  core::ManagerOptions opts;
+  opts.region = f.region;
+  opts.session_grace = std::chrono::milliseconds(f.session_grace_ms);
+  opts.max_sandboxes = f.max_sandboxes;
+  if (!f.max_lifetime.empty()) {
+    auto ms = core::ParseDurationMs(f.max_lifetime);
+    if (!ms) {
+      std::fprintf(stderr, "sandboxd: --max-lifetime must be a duration like 30m or 2h\n");
+      return 2;
+    }
+    opts.max_lifetime_ms = *ms;
+  }
+  if (::geteuid() != 0) {
+    std::fprintf(stderr, "sandboxd: must run as root (it creates namespaces, cgroups and mounts)\n");
+    return 1;
+  }
+
+  auto store = OpenStore(f.data_dir);
+  if (!store) {
+    std::fprintf(stderr, "sandboxd: %s\n", store.error().message.c_str());
+    return 1;
+  }
+  // Sandboxes do not outlive their daemon: records a previous run left live
+  // are marked stopped, and the backend reaps what they left on the host.
+  if (auto stale = (*store)->StopAllLive(core::SystemNowMs(), "daemon restarted"); stale && !stale->empty()) {
+    spdlog::info("marked {} sandboxes of a previous run as stopped", stale->size());
+  }
+
+  isolation::NamespacesConfig ns;
+  std::string exe_dir = ExeDir();
+  ns.rootfs_dir = f.image.empty() ? exe_dir + "/../image/rootfs" : f.image;
+  ns.agent_path = f.agent.empty() ? exe_dir + "/sandbox-agent" : f.agent;
+  ns.state_dir = f.data_dir + "/sandboxes";
+  std::error_code ec;
+  fs::create_directories(ns.state_dir, ec);
+  if (!fs::exists(ns.rootfs_dir + "/usr/bin/bash")) {
+    std::fprintf(stderr, "sandboxd: no base image at %s (build it with scripts/build-image %s)\n",
+                 ns.rootfs_dir.c_str(), ns.rootfs_dir.c_str());
+    return 1;
+  }
+  auto backend = isolation::MakeNamespacesBackend(ns);
+  if (!backend) {
+    std::fprintf(stderr, "sandboxd: namespaces backend: %s\n", backend.error().message.c_str());
+    return 1;
+  }
+  (*backend)->ReapStale();
+
+  boost::asio::io_context io(1);
+  core::Manager mgr(io, **store, std::move(*backend), opts);
+  api::HttpServer server(io, mgr, **store);
+  auto ep = server.Listen(host, static_cast<uint16_t>(port));
+  if (!ep) {
+    std::fprintf(stderr, "sandboxd: %s\n", ep.error().message.c_str());
+    return 1;
+  }
+  std::string addr = ep->address().is_v6() ? "[" + ep->address().to_string() + "]" : ep->address().to_string();
+  std::printf("sandboxd listening on http://%s:%u\n", addr.c_str(), ep->port());
+  std::fflush(stdout);
+  spdlog::info("region {}, isolation namespaces, data dir {}", f.region, f.data_dir);
+
+  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](boost::system::error_code ec, int sig) {
+    if (ec) return;
+    spdlog::info("signal {}: stopping every sandbox", sig);
+    server.Stop();
+    mgr.Shutdown([&io] { io.stop(); });
+  });
+  io.run();
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::signal(SIGPIPE, SIG_IGN);
+  CLI::App app{"sandboxd: isolated Linux sandboxes on demand, wire-compatible with @deno/sandbox"};
+  app.require_subcommand(0, 1);
+  ServeFlags f;
+  auto add_serve_flags = [&f](CLI::App* c) {
+    c->add_option("--listen", f.listen, "HOST:PORT to serve the API on (port 0 picks a free one)");
+    c->add_option("--data-dir", f.data_dir, "state: SQLite store, per-sandbox writable layers");
+    c->add_option("--region", f.region, "the region this daemon serves (three lower-case letters)");
+    c->add_option("--isolation", f.isolation, "auto | namespaces");
+    c->add_option("--image", f.image, "base root filesystem (default: ../image/rootfs beside the binary)");
+    c->add_option("--agent", f.agent, "static sandbox-agent binary (default: beside sandboxd)");
+    c->add_option("--session-grace-ms", f.session_grace_ms, "how long a session sandbox outlives its last client");
+    c->add_option("--max-sandboxes", f.max_sandboxes, "live sandboxes before create answers 503");
+    c->add_option("--max-lifetime", f.max_lifetime, "cap on a timed sandbox's lifetime, e.g. 2h (default: none)");
+    c->add_option("--log-level", f.log_level, "trace | debug | info | warn | error");
+  };
+  auto* serve = app.add_subcommand("serve", "run the daemon (the default)");
+  add_serve_flags(serve);
+  add_serve_flags(&app);  // `sandboxd --listen ...` works like `sandboxd serve --listen ...`
+
+  auto* token = app.add_subcommand("token", "manage API tokens");
+  token->require_subcommand(1);
+  auto* create = token->add_subcommand("create", "create an org token and print it (last line)");
+  std::string org;
+  std::string token_dir = "/var/lib/sandboxd";
+  create->add_option("--org", org, "the organisation the token belongs to")->required();
+  create->add_option("--data-dir", token_dir, "the daemon's data dir");
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (create->parsed()) {
+    if (org.empty() || org.size() > 128) {
+      std::fprintf(stderr, "sandboxd: --org must be 1..128 characters\n");
+      return 2;
+    }
+    auto store = OpenStore(token_dir);
+    if (!store) {
+      std::fprintf(stderr, "sandboxd: %s\n", store.error().message.c_str());
+      return 1;
+    }
+    auto t = (*store)->CreateToken(org);
+    if (!t) {
+      std::fprintf(stderr, "sandboxd: %s\n", t.error().message.c_str());
+      return 1;
+    }
+    std::printf("org: %s (the token is shown once; only its hash is stored)\n%s\n", org.c_str(), t->c_str());
+    return 0;
+  }
+  return Serve(f);
+}
