@@ -5,7 +5,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <fstream>
+#include <random>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -260,6 +263,47 @@ TEST_F(AgentTest, OutputIsFlowControlled) {
                                 Ms(20000)));
   EXPECT_EQ(agent_->Out(1).bytes, kTotal);
   EXPECT_EQ(agent_->exits[pid]["code"], 0);
+}
+
+TEST_F(AgentTest, BoundsItsBufferWhenTheDaemonDoesNotRead) {
+  constexpr uint64_t kTotal = 20'000'000;
+  int64_t id = agent_->Request(SpawnReq({"head", "-c", std::to_string(kTotal), "/dev/zero"}, 0, 1, 0));
+  auto resp = agent_->Await(id);
+  ASSERT_TRUE(resp && resp->contains("ok"));
+  int64_t pid = (*resp)["ok"]["pid"].get<int64_t>();
+  // Plenty of credit, but the client stops reading the link: the agent must
+  // stop reading the pipe at ~1 MiB of backlog instead of buffering 20 MB.
+  agent_->Out(1).auto_window = false;
+  agent_->Grant(1, 64u << 20);
+  long max_anon_kb = 0;
+  for (int i = 0; i < 50; ++i) {  // samples over ~0.5 s; checks an absence
+    std::ifstream status("/proc/" + std::to_string(agent_->pid()) + "/status");
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.starts_with("RssAnon:")) max_anon_kb = std::max(max_anon_kb, std::stol(line.substr(8)));
+    }
+    usleep(10'000);
+  }
+  EXPECT_LT(max_anon_kb, 4 * 1024);
+  EXPECT_FALSE(agent_->exits.contains(pid));
+  agent_->Out(1).auto_window = true;
+  ASSERT_TRUE(agent_->WaitUntil([&] { return agent_->Out(1).eof && agent_->exits.contains(pid); },
+                                Ms(20000)));
+  EXPECT_EQ(agent_->Out(1).bytes, kTotal);
+}
+
+TEST_F(AgentTest, SurvivesRandomControlPayloads) {
+  std::mt19937 rng(1234);
+  const std::vector<std::string> atoms = {"{", "}", "[", "]", ",", ":", "\"op\"", "\"spawn\"",
+                                          "\"kill\"", "\"id\"", "\"argv\"", "\"pid\"", "1",
+                                          "-1", "1e999", "null", "true", "\"\\u0000\"", "\"x\""};
+  for (int i = 0; i < 500; ++i) {
+    std::string payload;
+    int n = static_cast<int>(rng() % 30);
+    for (int j = 0; j < n; ++j) payload += atoms[rng() % atoms.size()];
+    ASSERT_TRUE(agent_->Send(FrameType::kControl, 0, payload));
+  }
+  EXPECT_TRUE(agent_->Call({{"op", "ping"}}).contains("ok"));
 }
 
 TEST_F(AgentTest, ReapsOrphansSilently) {

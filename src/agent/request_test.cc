@@ -1,0 +1,87 @@
+// Unit tests of control-request validation (the agent's untrusted edge).
+
+#include "agent/request.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace sandboxd::agent {
+namespace {
+
+using nlohmann::json;
+
+TEST(ParseSpawnTest, AppliesDefaults) {
+  auto req = ParseSpawn(json{{"argv", {"ls", "-l"}}});
+  ASSERT_TRUE(req) << req.error().message;
+  EXPECT_EQ(req->argv, (std::vector<std::string>{"ls", "-l"}));
+  EXPECT_TRUE(req->env.empty());
+  EXPECT_EQ(req->cwd, "/");
+  EXPECT_EQ(req->uid, getuid());
+  EXPECT_EQ(req->gid, getgid());
+  EXPECT_EQ(req->stdin_channel, 0u);
+  EXPECT_EQ(req->stdout_channel, 0u);
+  EXPECT_EQ(req->stderr_channel, 0u);
+}
+
+TEST(ParseSpawnTest, ReadsAllFields) {
+  auto req = ParseSpawn(json::parse(R"({"argv":["sh"],"env":["A=1"],"cwd":"/tmp","uid":1000,
+      "gid":100,"stdin":1,"stdout":2,"stderr":4294967295})"));
+  ASSERT_TRUE(req) << req.error().message;
+  EXPECT_EQ(req->env, std::vector<std::string>{"A=1"});
+  EXPECT_EQ(req->cwd, "/tmp");
+  EXPECT_EQ(req->uid, 1000u);
+  EXPECT_EQ(req->gid, 100u);
+  EXPECT_EQ(req->stdin_channel, 1u);
+  EXPECT_EQ(req->stdout_channel, 2u);
+  EXPECT_EQ(req->stderr_channel, 4294967295u);
+}
+
+TEST(ParseSpawnTest, RejectsMalformedRequests) {
+  for (const char* bad : {
+           R"({})",
+           R"({"argv":"sh"})",
+           R"({"argv":[]})",
+           R"({"argv":[""]})",
+           R"({"argv":["sh",1]})",
+           R"({"argv":["s\u0000h"]})",
+           R"({"argv":["sh"],"env":"A=1"})",
+           R"({"argv":["sh"],"env":[null]})",
+           R"({"argv":["sh"],"cwd":""})",
+           R"({"argv":["sh"],"cwd":7})",
+           R"({"argv":["sh"],"uid":-1})",
+           R"({"argv":["sh"],"uid":4294967295})",
+           R"({"argv":["sh"],"gid":1.5})",
+           R"({"argv":["sh"],"stdout":-2})",
+           R"({"argv":["sh"],"stdout":4294967296})",
+           R"({"argv":["sh"],"stdout":"1"})",
+           R"({"argv":["sh"],"stdout":3,"stderr":3})",
+           R"({"argv":["sh"],"stdin":3,"stdout":3})",
+       }) {
+    auto req = ParseSpawn(json::parse(bad));
+    ASSERT_FALSE(req) << bad;
+    EXPECT_EQ(req.error().code, EINVAL) << bad;
+  }
+}
+
+TEST(ParseKillTest, ValidatesPidAndSignal) {
+  auto ok = ParseKill(json{{"pid", 42}, {"signal", 9}});
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->pid, 42);
+  EXPECT_EQ(ok->signal, 9);
+  EXPECT_TRUE(ParseKill(json{{"pid", 1}, {"signal", 64}}));
+  for (const char* bad : {R"({})", R"({"pid":0,"signal":9})", R"({"pid":-5,"signal":9})",
+                          R"({"pid":5,"signal":0})", R"({"pid":5,"signal":65})",
+                          R"({"pid":5})", R"({"pid":"5","signal":9})",
+                          R"({"pid":99999999999,"signal":9})"}) {
+    auto req = ParseKill(json::parse(bad));
+    ASSERT_FALSE(req) << bad;
+    EXPECT_EQ(req.error().code, EINVAL) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace sandboxd::agent
