@@ -1,0 +1,107 @@
+#include "client/client.h"
+
+#include <cstdlib>
+
+#include "client/http.h"
+
+namespace sandboxd::client {
+namespace {
+
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? std::string(v) : std::string();
+}
+
+}  // namespace
+
+std::string DefaultEndpoint() {
+  if (auto v = Env("DENO_SANDBOX_ENDPOINT"); !v.empty()) return v;
+  if (auto v = Env("SANDBOX_ENDPOINT"); !v.empty()) return v;
+  return "http://127.0.0.1:8080";
+}
+
+Result<Client> Client::Create(ClientOptions options) {
+  if (options.endpoint.empty()) options.endpoint = DefaultEndpoint();
+  if (options.token.empty()) options.token = Env("DENO_DEPLOY_TOKEN");
+  if (options.org.empty()) options.org = Env("DENO_DEPLOY_ORG");
+  if (options.token.empty()) {
+    return Fail("MISSING_TOKEN", "no access token: pass one or set DENO_DEPLOY_TOKEN");
+  }
+  auto ep = ParseEndpoint(options.endpoint);
+  if (!ep) return std::unexpected(ep.error());
+  return Client(std::move(options), std::move(*ep));
+}
+
+std::vector<std::pair<std::string, std::string>> Client::AuthHeaders() const {
+  std::vector<std::pair<std::string, std::string>> h = {{"Authorization", "Bearer " + options_.token}};
+  if (!options_.org.empty()) h.emplace_back("X-Deno-Org", options_.org);
+  return h;
+}
+
+Result<std::vector<SandboxInfo>> Client::List(const Labels& labels, const ListOptions& list_options) const {
+  std::vector<SandboxInfo> out;
+  std::optional<std::string> cursor;
+  for (int page = 0; page < 10'000; ++page) {
+    std::string query = LabelQuery(labels);
+    auto add = [&](const std::string& kv) {
+      if (!query.empty()) query += '&';
+      query += kv;
+    };
+    if (list_options.page_size > 0) add("limit=" + std::to_string(list_options.page_size));
+    if (cursor) add("cursor=" + FormUrlEncode(*cursor));
+    HttpRequest req{"GET", "/api/v2/sandboxes" + (query.empty() ? "" : "?" + query), "", AuthHeaders()};
+    auto res = HttpCall(endpoint_, req, options_.request_timeout);
+    if (!res) return std::unexpected(res.error().Wrap("listing sandboxes"));
+    if (res->status / 100 != 2) return Fail(DecodeHttpError(res->status, res->body));
+    auto j = nlohmann::json::parse(res->body, nullptr, false);
+    if (!j.is_array()) return Fail(kProtocolError, "listing sandboxes: response is not a JSON array");
+    for (auto& e : j) {
+      if (!e.is_object()) continue;
+      SandboxInfo info;
+      auto str = [&](const char* k) {
+        auto it = e.find(k);
+        return it != e.end() && it->is_string() ? it->get<std::string>() : std::string();
+      };
+      info.id = str("id");
+      info.created_at = str("createdAt");
+      if (auto it = e.find("stoppedAt"); it != e.end() && it->is_string()) info.stopped_at = it->get<std::string>();
+      info.region = str("region");
+      info.status = str("status");
+      if (auto it = e.find("labels"); it != e.end() && it->is_object()) {
+        for (auto& [k, v] : it->items()) info.labels[k] = v.is_string() ? v.get<std::string>() : v.dump();
+      }
+      info.raw = e;
+      out.push_back(std::move(info));
+      if (list_options.max_results > 0 && static_cast<int>(out.size()) >= list_options.max_results) return out;
+    }
+    cursor = NextCursorFromLink(res->link);
+    if (!cursor) break;
+  }
+  return out;
+}
+
+Status Client::Kill(std::string_view id) const {
+  HttpRequest req{"DELETE", "/api/v3/sandbox/" + FormUrlEncode(id), "", AuthHeaders()};
+  auto res = HttpCall(endpoint_, req, options_.request_timeout);
+  if (!res) return std::unexpected(res.error().Wrap("killing " + std::string(id)));
+  if (res->status / 100 != 2) return Fail(DecodeHttpError(res->status, res->body));
+  return {};
+}
+
+Result<std::int64_t> Client::Extend(std::string_view id, std::string_view duration) const {
+  auto d = ParseDuration(duration);
+  if (!d) return std::unexpected(d.error());
+  std::int64_t stop_at = NowMs() + d->count();
+  nlohmann::json body = {{"stop_at_ms", stop_at}};
+  HttpRequest req{"PATCH", "/api/v3/sandbox/" + FormUrlEncode(id), body.dump(), AuthHeaders()};
+  auto res = HttpCall(endpoint_, req, options_.request_timeout);
+  if (!res) return std::unexpected(res.error().Wrap("extending " + std::string(id)));
+  if (res->status / 100 != 2) return Fail(DecodeHttpError(res->status, res->body));
+  auto j = nlohmann::json::parse(res->body, nullptr, false);
+  if (j.is_object() && j.contains("stop_at_ms") && j["stop_at_ms"].is_number()) {
+    return j["stop_at_ms"].get<std::int64_t>();
+  }
+  return Fail(kProtocolError, "extend: response lacks stop_at_ms");
+}
+
+}  // namespace sandboxd::client

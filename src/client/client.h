@@ -1,0 +1,90 @@
+// Client: connection settings plus the REST calls of WIRE.md §5 (list, kill,
+// extend). Sandboxes themselves are opened with sandboxd::client::Sandbox
+// (sandbox.h).
+//
+// Thread-safety: a Client is an immutable value after construction; all const
+// methods may be called concurrently from any thread. Each REST call opens
+// its own connection and blocks the calling thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "client/error.h"
+#include "client/wire.h"
+
+namespace sandboxd::client {
+
+struct ClientOptions {
+  // "http://host:port". Empty: $DENO_SANDBOX_ENDPOINT, else $SANDBOX_ENDPOINT,
+  // else http://127.0.0.1:8080.
+  std::string endpoint;
+  // Bearer token. Empty: $DENO_DEPLOY_TOKEN.
+  std::string token;
+  // Sent as X-Deno-Org when non-empty (not needed for ddo_ tokens).
+  std::string org;
+  // Limits for REST calls and for TCP connect of WebSocket upgrades.
+  std::chrono::milliseconds request_timeout{10'000};
+  // Limit for the WebSocket upgrade itself (the server may hold it open while
+  // the sandbox boots).
+  std::chrono::milliseconds handshake_timeout{120'000};
+};
+
+// One entry of GET /api/v2/sandboxes.
+struct SandboxInfo {
+  std::string id;
+  std::string created_at;                // ISO-8601
+  std::optional<std::string> stopped_at;  // ISO-8601
+  std::string region;
+  std::string status;  // "running" | "stopped" | ...
+  Labels labels;
+  nlohmann::json raw;  // the entry as the server sent it
+};
+
+struct ListOptions {
+  // Page size sent as `limit` (0: server default).
+  int page_size = 0;
+  // Stop after this many entries in total (0: follow every `Link: rel="next"`).
+  int max_results = 0;
+};
+
+class Client {
+ public:
+  // Fills empty options from the environment (see ClientOptions) and parses
+  // the endpoint. Fails with INVALID_ARGUMENT for a bad endpoint URL and with
+  // MISSING_TOKEN when no token is configured.
+  static Result<Client> Create(ClientOptions options = {});
+
+  const ClientOptions& options() const { return options_; }
+  const Endpoint& endpoint() const { return endpoint_; }
+
+  // GET /api/v2/sandboxes with labels[k]=v filters, following pagination.
+  Result<std::vector<SandboxInfo>> List(const Labels& labels = {}, const ListOptions& list_options = {}) const;
+  // DELETE /api/v3/sandbox/{id}. Does not wait for connections to close.
+  Status Kill(std::string_view id) const;
+  // PATCH /api/v3/sandbox/{id} with stop_at_ms = now + duration ("30s",
+  // "5m"; "session" is refused). Returns the deadline the server granted
+  // (ms since the Unix epoch).
+  Result<std::int64_t> Extend(std::string_view id, std::string_view duration) const;
+
+  // Headers every request carries (Authorization, X-Deno-Org).
+  std::vector<std::pair<std::string, std::string>> AuthHeaders() const;
+
+ private:
+  Client(ClientOptions options, Endpoint endpoint)
+      : options_(std::move(options)), endpoint_(std::move(endpoint)) {}
+
+  ClientOptions options_;
+  Endpoint endpoint_;
+};
+
+// Endpoint default from the environment, as described on ClientOptions.
+std::string DefaultEndpoint();
+
+}  // namespace sandboxd::client
