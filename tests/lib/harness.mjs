@@ -272,7 +272,8 @@ export function useDaemon(startOpts = {}) {
   });
   after(async () => {
     await d.closeTracked();
-    const crashed = d.proc && !d.isRunning() ? { code: d.proc.exitCode, signal: d.proc.signalCode } : null;
+    // A start-up failure was already reported by `before`; only a crash after start counts here.
+    const crashed = d.url && d.proc && !d.isRunning() ? { code: d.proc.exitCode, signal: d.proc.signalCode } : null;
     const res = await d.stop();
     const tail = d.logTail();
     const leftMounts = d.cleanupDataDir();
