@@ -107,6 +107,11 @@ int Serve(const ServeFlags& f) {
   ns.rootfs_dir = f.image.empty() ? exe_dir + "/../image/rootfs" : f.image;
   ns.agent_path = f.agent.empty() ? exe_dir + "/sandbox-agent" : f.agent;
   ns.state_dir = f.data_dir + "/sandboxes";
+  // One cgroup parent per data dir: a daemon reaps whatever is under its
+  // parent at start, so two daemons on one host (tests do that) must not share one.
+  std::error_code canon_ec;
+  auto canonical = fs::weakly_canonical(f.data_dir, canon_ec).string();
+  ns.cgroup_parent = "sandboxd-" + core::Sha256Hex(canon_ec ? f.data_dir : canonical).substr(0, 12);
   std::error_code ec;
   fs::create_directories(ns.state_dir, ec);
   if (!fs::exists(ns.rootfs_dir + "/usr/bin/bash")) {

@@ -54,10 +54,12 @@ bool IsValidSandboxId(std::string_view id) {
 
 std::string NewOrgToken() { return "ddo_" + RandomString(kBase62, 40); }
 
-std::string HashToken(std::string_view token) {
+std::string HashToken(std::string_view token) { return Sha256Hex(token); }
+
+std::string Sha256Hex(std::string_view data) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  EVP_Digest(token.data(), token.size(), md, &len, EVP_sha256(), nullptr);
+  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
   for (unsigned i = 0; i < len; ++i) {

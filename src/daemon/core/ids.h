@@ -18,6 +18,8 @@ bool IsValidRegion(std::string_view region);
 std::string NewOrgToken();
 // Hex SHA-256 of the token: what the store keeps.
 std::string HashToken(std::string_view token);
+// Hex SHA-256 of any bytes.
+std::string Sha256Hex(std::string_view data);
 
 // Cryptographically random bytes (OpenSSL RAND_bytes); aborts if the CSPRNG fails.
 std::string RandomBytes(size_t n);
