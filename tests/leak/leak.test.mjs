@@ -9,7 +9,7 @@
 // contain our sandbox ids or our data dir, or to a before/after difference.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { readdirSync, readFileSync, existsSync, statSync } from "node:fs";
+import { readdirSync, readFileSync, readlinkSync, existsSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -110,6 +110,8 @@ test("no leftovers after a daemon with sandboxes is stopped", { timeout: 180_000
   await d.start({ orgs: ["a"] });
   const ids = [];
   const seen = new Map(); // pid -> {comm,start} of every descendant of our daemon
+  const hostNs = Object.fromEntries(["mnt", "net", "pid", "user", "ipc", "uts"].map((n) => [n, readlinkSync(`/proc/self/ns/${n}`)]));
+  const sandboxNs = new Set();
   const baseAgents = new Set([...procs().values()].filter((p) => p.comm === "sandbox-agent").map((p) => p.pid));
   // Our processes: descendants of the daemon, plus agents that appeared since
   // the baseline (in case the daemon double-forks them away).
@@ -117,6 +119,17 @@ test("no leftovers after a daemon with sandboxes is stopped", { timeout: 180_000
     const table = procs();
     for (const p of descendants(d.proc.pid, table)) seen.set(p.pid, p);
     for (const p of table.values()) if (p.comm === "sandbox-agent" && !baseAgents.has(p.pid)) seen.set(p.pid, p);
+    // The sandboxes' namespaces (mounts of the namespaces backend live only in
+    // their private mount namespace, invisible in the host's /proc/mounts).
+    for (const p of seen.values()) {
+      if (p.comm !== "sandbox-agent") continue;
+      for (const ns of ["mnt", "net", "pid", "user", "ipc", "uts"]) {
+        try {
+          const link = readlinkSync(`/proc/${p.pid}/ns/${ns}`);
+          if (link !== hostNs[ns]) sandboxNs.add(link);
+        } catch {}
+      }
+    }
   };
   let stopRes;
   let dataTree = [];
@@ -175,6 +188,19 @@ test("no leftovers after a daemon with sandboxes is stopped", { timeout: 180_000
   const owned = new Set(liveDaemons.flatMap((pid) => descendants(pid, now).map((p) => p.pid)));
   const orphanAgents = [...now.values()].filter((p) => p.comm === "sandbox-agent" && !owned.has(p.pid));
   if (orphanAgents.length) problems.push(`orphaned sandbox-agent processes: ${orphanAgents.map((p) => p.pid).join(", ")}`);
+
+  // Namespaces of our sandboxes still held by any process on the host.
+  const sawAgents = [...seen.values()].some((p) => p.comm === "sandbox-agent");
+  if (sawAgents && sandboxNs.size === 0) problems.push("test defect: agents ran but no sandbox namespaces were recorded");
+  const holders = [];
+  for (const pid of procs().keys()) {
+    for (const ns of ["mnt", "net", "pid", "user", "ipc", "uts"]) {
+      try {
+        if (sandboxNs.has(readlinkSync(`/proc/${pid}/ns/${ns}`))) holders.push(`${pid}:${ns}`);
+      } catch {}
+    }
+  }
+  if (holders.length) problems.push(`sandbox namespaces still in use by host processes: ${holders.slice(0, 20).join(", ")}`);
 
   // Mounts: anything under our data dir or naming one of our sandboxes.
   const mounts = mountPoints().filter((m) => m.startsWith(d.dataDir) || ids.some((id) => m.includes(id)));
