@@ -83,6 +83,11 @@ dtest(d, "no host files: markers in /root and /tmp, /work, host /etc/shadow are 
   assert.equal(w.out.trim(), "absent", "/work (the host's workspace) is visible inside");
   const dd = await run(b, `test -e ${d.dataDir} && echo PRESENT || echo absent`);
   assert.equal(dd.out.trim(), "absent", "the daemon's data dir is visible inside");
+  // The image is built without shadow files (scripts/build-image); the host's must not show through.
+  for (const f of ["/etc/shadow", "/etc/gshadow"]) {
+    const e = await run(b, `test -e ${f} && echo PRESENT || echo absent`);
+    assert.equal(e.out.trim(), "absent", `${f} exists inside`);
+  }
   const sh = await run(b, "cat /etc/shadow");
   assert.notEqual(sh.code, 0, `app can read /etc/shadow:\n${sh.out}`);
   if (hasSudo) {
