@@ -9,7 +9,8 @@
 // contain our sandbox ids or our data dir, or to a before/after difference.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { readdirSync, readFileSync, readlinkSync, existsSync, statSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { readdirSync, readFileSync, readlinkSync, realpathSync, existsSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -57,15 +58,23 @@ const sh = (cmd, args) => {
 const netnsNames = () => sh("ip", ["netns", "list"]).split("\n").map((l) => l.split(" ")[0]).filter(Boolean);
 const links = () => sh("ip", ["-o", "link", "show"]).split("\n").map((l) => l.split(":")[1]?.trim().split("@")[0]).filter(Boolean);
 
-/** cgroup dirs under every hierarchy's sandboxd parent (v1: /sys/fs/cgroup/<ctrl>/sandboxd, v2: /sys/fs/cgroup/sandboxd). */
+/**
+ * cgroup parents of sandboxd daemons and the dirs below them, in every
+ * hierarchy: v1 /sys/fs/cgroup/<ctrl>/sandboxd[-<hash>], v2
+ * /sys/fs/cgroup/sandboxd[-<hash>]. Since 8f1997b each daemon uses its own
+ * parent "sandboxd-" + first 12 hex of sha256(canonical data dir).
+ */
 function sandboxdCgroups() {
-  const parents = [];
   const root = "/sys/fs/cgroup";
-  if (existsSync(join(root, "sandboxd"))) parents.push(join(root, "sandboxd"));
-  for (const c of readdirSync(root)) {
-    const p = join(root, c, "sandboxd");
-    if (existsSync(p)) parents.push(p);
-  }
+  const isParent = (n) => /^sandboxd(-[0-9a-f]{12})?$/.test(n);
+  const parents = [];
+  const scan = (dir) => {
+    try {
+      for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory() && isParent(e.name)) parents.push(join(dir, e.name));
+    } catch {}
+  };
+  scan(root);
+  for (const c of readdirSync(root)) if (!isParent(c)) scan(join(root, c));
   const dirs = [];
   const walk = (p, depth) => {
     if (depth > 4) return;
@@ -104,7 +113,6 @@ test("no leftovers after a daemon with sandboxes is stopped", { timeout: 180_000
   const baseline = {
     netns: new Set(netnsNames()),
     links: new Set(links()),
-    cgroups: new Set(sandboxdCgroups().dirs),
   };
   const d = new Daemon();
   await d.start({ orgs: ["a"] });
@@ -115,7 +123,10 @@ test("no leftovers after a daemon with sandboxes is stopped", { timeout: 180_000
   const baseAgents = new Set([...procs().values()].filter((p) => p.comm === "sandbox-agent").map((p) => p.pid));
   // Our processes: descendants of the daemon, plus agents that appeared since
   // the baseline (in case the daemon double-forks them away).
+  const realDataDir = realpathSync(d.dataDir);
+  let sawOurCgroups = false;
   const snap = () => {
+    if (sandboxdCgroups().dirs.some((p) => ids.some((id) => p.includes(id)))) sawOurCgroups = true;
     const table = procs();
     for (const p of descendants(d.proc.pid, table)) seen.set(p.pid, p);
     for (const p of table.values()) if (p.comm === "sandbox-agent" && !baseAgents.has(p.pid)) seen.set(p.pid, p);
@@ -208,18 +219,19 @@ test("no leftovers after a daemon with sandboxes is stopped", { timeout: 180_000
   const procMounts = readFileSync("/proc/mounts", "utf8").split("\n").filter((l) => l.includes(d.dataDir) || ids.some((id) => l.includes(id)));
   if (procMounts.length) problems.push(`/proc/mounts entries left: ${procMounts.join(" | ")}`);
 
-  // cgroups: nothing new under any sandboxd parent; nothing naming our ids anywhere under it.
+  // cgroups: our daemon's parent may remain, but empty; nothing naming our ids anywhere.
+  const ourParent = "sandboxd-" + createHash("sha256").update(realDataDir).digest("hex").slice(0, 12);
   const cg = sandboxdCgroups();
-  // A new sbx_* dir with an id that is not ours belongs to a daemon someone else runs concurrently.
-  const foreign = (p) => /^sbx_[a-z]{3}_[0-9a-hjkmnp-z]{20}$/.test(p.split("/").at(-1)) && !ids.some((id) => p.includes(id));
-  const newCg = cg.dirs.filter((p) => ids.some((id) => p.includes(id)) || (!baseline.cgroups.has(p) && !foreign(p)));
-  if (newCg.length) problems.push(`cgroup dirs left: ${newCg.join(", ")}`);
-  for (const p of cg.parents) {
+  const ourParents = cg.parents.filter((p) => p.endsWith("/" + ourParent));
+  const leftCg = cg.dirs.filter((p) => ids.some((id) => p.includes(id)) || ourParents.some((op) => p.startsWith(op + "/")));
+  if (leftCg.length) problems.push(`cgroup dirs left: ${leftCg.join(", ")}`);
+  for (const p of ourParents) {
     try {
       const procsIn = readFileSync(join(p, "cgroup.procs"), "utf8").trim();
-      if (procsIn) problems.push(`processes directly in the parent ${p}: ${procsIn.replace(/\n/g, " ")}`);
+      if (procsIn) problems.push(`processes still in ${p}: ${procsIn.replace(/\n/g, " ")}`);
     } catch {}
   }
+  if (sawAgents && !sawOurCgroups) problems.push(`test defect: never saw a cgroup of our sandboxes under ${ourParent} (naming changed?)`);
 
   // Network namespaces and links.
   const ns = netnsNames().filter((n) => !baseline.netns.has(n) || ids.some((id) => n.includes(id)));
