@@ -1,13 +1,16 @@
 #include "cli/cli.h"
 
+#include <algorithm>
 #include <cstdlib>
+#include <string>
+#include <vector>
 
 #include "client/client.h"
 
 namespace sandboxd::cli {
 
 int Run(int argc, char** argv) {
-  CLI::App app{"sandbox: create and drive sandboxes on a sandboxd server"};
+  CLI::App app{"sandbox: create and drive sandboxes on a sandboxd server", "sandbox"};
   app.require_subcommand(1);
   Context ctx;
   const char* token = std::getenv("DENO_DEPLOY_TOKEN");
@@ -21,8 +24,19 @@ int Run(int argc, char** argv) {
   RegisterList(app, ctx);
   RegisterKill(app, ctx);
   RegisterExtend(app, ctx);
+  // `exec ID -- CMD ...`: CLI11's prefix_command() does not accept the
+  // conventional `--`, so drop it (only right after exec's ID).
+  std::vector<std::string> args(argv + 1, argv + argc);
+  for (size_t i = 0; i + 2 < args.size(); ++i) {
+    if (args[i] == "exec" && args[i + 2] == "--") {
+      args.erase(args.begin() + static_cast<std::ptrdiff_t>(i + 2));
+      break;
+    }
+    if (args[i] == "--endpoint" || args[i] == "--token") ++i;  // skip flag values
+  }
+  std::reverse(args.begin(), args.end());  // CLI11 wants them reversed
   try {
-    app.parse(argc, argv);
+    app.parse(args);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }

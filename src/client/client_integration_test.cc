@@ -317,6 +317,20 @@ TEST_F(IntegrationTest, BadTokenIsRejected) {
   EXPECT_NE(r.exit_code, 0);
 }
 
+TEST_F(IntegrationTest, InvalidConfigIsRejected) {
+  CreateOptions region;
+  region.region = "zzz";  // a region this daemon does not serve
+  auto sb = Sandbox::Create(*client_, region);
+  ASSERT_FALSE(sb.has_value());
+  EXPECT_EQ(sb.error().http_status / 100, 4) << sb.error().ToString();
+
+  CreateOptions memory;
+  memory.memory_mb = 100;  // below 768
+  auto sb2 = Sandbox::Create(*client_, memory);
+  ASSERT_FALSE(sb2.has_value());
+  EXPECT_EQ(sb2.error().http_status, 400) << sb2.error().ToString();
+}
+
 TEST_F(IntegrationTest, UnknownSandbox) {
   auto sb = Sandbox::Connect(*client_, "sbx_ord_00000000000000000000");
   ASSERT_FALSE(sb.has_value());

@@ -179,6 +179,9 @@ Result<std::shared_ptr<Connection>> Connection::Open(
     return Fail(kConnectionFailed, "cannot connect to " + ep.Origin() + ": " + what);
   }
 
+  // Small request frames back to back (spawn, then processWait): without
+  // TCP_NODELAY, Nagle + delayed ACK add ~40 ms to such round trips.
+  tcp_layer.socket().set_option(tcp::no_delay(true), ec);
   c->ws_.set_option(websocket::stream_base::decorator([&headers, &client](websocket::request_type& req) {
     for (const auto& [k, v] : client.AuthHeaders()) req.set(k, v);
     for (const auto& [k, v] : headers) req.set(k, v);
