@@ -151,6 +151,11 @@ Status Cgroup::AddProcess(pid_t pid) const {
   return {};
 }
 
+UniqueFd Cgroup::OpenV2Dir() const {
+  if (!v2_) return UniqueFd();
+  return UniqueFd(::open(dirs_[0].c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+}
+
 Status Cgroup::Destroy() {
   if (destroyed_) return {};
   auto st = KillAndRemove(v2_, dirs_);

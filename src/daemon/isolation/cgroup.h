@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/fd.h"
 
 namespace sandboxd::isolation {
 
@@ -35,6 +36,10 @@ class Cgroup {
 
   // Moves `pid` into every hierarchy of this cgroup.
   Status AddProcess(pid_t pid) const;
+
+  // v2 only: an O_PATH fd of the group for clone3(CLONE_INTO_CGROUP);
+  // invalid on v1, where tasks must be moved with AddProcess().
+  UniqueFd OpenV2Dir() const;
 
   // Kills every task left in the cgroup, waits until it is empty and removes
   // the directories. Bounded (about 2 s); idempotent.

@@ -39,6 +39,9 @@ struct NamespacesConfig {
   uint32_t uid_count = 65536;
   // Name of the parent cgroup (in every hierarchy) of all sandbox cgroups.
   std::string cgroup_parent = "sandboxd";
+  // Where cgroups are mounted. If it holds cgroup.controllers it is used as
+  // cgroup v2; otherwise the v1 hierarchies are found in /proc/self/mountinfo.
+  std::string cgroup_root = "/sys/fs/cgroup";
   // How long Start() waits for the child to reach exec.
   std::chrono::milliseconds start_timeout{5000};
 };

@@ -108,8 +108,10 @@ class NamespacesTest : public ::testing::Test {
     }
   }
 
-  std::unique_ptr<Backend> MakeBackend(const std::string& script) {
+  std::unique_ptr<Backend> MakeBackend(const std::string& script,
+                                       const std::string& cgroup_root = "/sys/fs/cgroup") {
     NamespacesConfig c;
+    c.cgroup_root = cgroup_root;
     c.rootfs_dir = *rootfs_;
     c.state_dir = state_dir_;
     c.init_path_in_image = "/bin/bash";
@@ -496,6 +498,34 @@ TEST_F(NamespacesTest, ReapStaleRemovesLeftovers) {
   EXPECT_TRUE(Exists(host_file));  // symlink removed, not followed
   EXPECT_TRUE(Exists("/tmp"));
   ::unlink(host_file.c_str());
+}
+
+// The cgroup v2 path (clone3 with CLONE_INTO_CGROUP, cgroup.kill), exercised
+// on the unified hierarchy of a hybrid host, which has no controllers: hence
+// a spec without limits (0 = unlimited).
+TEST_F(NamespacesTest, CgroupV2CloneIntoCgroup) {
+  const std::string unified = "/sys/fs/cgroup/unified";
+  if (::access((unified + "/cgroup.controllers").c_str(), F_OK) != 0) {
+    GTEST_SKIP() << "no separate unified hierarchy (pure v1 or pure v2 host)";
+  }
+  auto backend = MakeBackend("cat /proc/self/cgroup >&3; echo __END__ >&3; exec sleep 60", unified);
+  ASSERT_TRUE(backend);
+  SandboxSpec spec = Spec("v2");
+  spec.memory_mb = 0;
+  spec.cpus = 0;
+  spec.pids_max = 0;
+  auto inst = backend->Start(spec);
+  ASSERT_TRUE(inst) << inst.error().message;
+  auto link = (*inst)->TakeLinkFd();
+  ReadReport(link.get());
+  const std::string host_view = Slurp("/proc/" + std::to_string((*inst)->InitPid()) + "/cgroup");
+  EXPECT_NE(host_view.find("0::/" + kCgroupParent + "/" + spec.id + "\n"), std::string::npos)
+      << host_view;
+  const std::string dir = unified + "/" + kCgroupParent + "/" + spec.id;
+  EXPECT_TRUE(Exists(dir));
+  ASSERT_TRUE((*inst)->Destroy());
+  EXPECT_FALSE(Exists(dir));
+  ::rmdir((unified + "/" + kCgroupParent).c_str());
 }
 
 TEST_F(NamespacesTest, StartFailureCleansUp) {
