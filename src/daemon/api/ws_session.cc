@@ -62,7 +62,7 @@ void WsSession::Accept(Request req) {
   t.idle_timeout = std::chrono::seconds(60);  // the SDK pings every 2 s; 60 s of silence is a dead peer
   t.keep_alive_pings = true;
   ws_.set_option(t);
-  ws_.read_message_max(kMaxMessage);
+  ws_.read_message_max(0);  // enforced in ReadNext
   std::string id = sb_->id();
   ws_.set_option(websocket::stream_base::decorator([id](websocket::response_type& res) {
     res.set("x-deno-sandbox-id", id);
@@ -95,16 +95,28 @@ void WsSession::ReadNext() {
   }
   auto self = shared_from_this();
   reading_ = true;
-  ws_.async_read(rbuf_, [this, self](beast::error_code ec, size_t) {
+  // Frames are read piecewise and the message size is enforced here rather
+  // than through read_message_max: Boost 1.74's teardown after its own
+  // "message too big" failure resets the connection before the client can
+  // read the 1009 close frame. Closing through async_close drains the rest of
+  // the oversized message and completes the close handshake properly.
+  ws_.async_read_some(rbuf_, 1 << 20, [this, self](beast::error_code ec, size_t) {
     reading_ = false;
     if (ec) {
       if (ec != websocket::error::closed) spdlog::debug("ws {}: read ended: {}", sb_->id(), ec.message());
       Teardown();
       return;
     }
-    std::string text = beast::buffers_to_string(rbuf_.data());
-    rbuf_.consume(rbuf_.size());
-    OnMessage(text);
+    if (rbuf_.size() > kMaxMessage) {
+      rbuf_.consume(rbuf_.size());
+      CloseWith(1009, "message too big");
+      return;
+    }
+    if (ws_.is_message_done()) {
+      std::string text = beast::buffers_to_string(rbuf_.data());
+      rbuf_.consume(rbuf_.size());
+      OnMessage(text);
+    }
     ReadNext();
   });
 }
