@@ -3,6 +3,9 @@
 # (two test files at a time, each with its own daemon), then the leak check
 # alone. Exits non-zero if anything failed. Called by `make test`.
 #   SANDBOXD_BIN   daemon binary (default build/bin/sandboxd)
+# Self-check of the suites: SANDBOXD_BIN=tests/lib/fake-sandboxd runs them
+# against an unisolated protocol fake; conformance should mostly pass there,
+# the security suite must fail (and FAKE_LEAK=1 must make the leak check fail).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export SANDBOXD_BIN="${SANDBOXD_BIN:-$PWD/build/bin/sandboxd}"
