@@ -154,10 +154,29 @@ std::optional<int> ListenerPid(const std::string& port_text) {
 }
 
 struct MemorySnapshot {
-  long pss_kb = 0;  // sum over the daemon's process tree + "*sandboxd*" cgroups
+  long pss_kb = 0;  // sum over the daemon's process tree + its sandbox cgroups
   int processes = 0;
   long mem_available_kb = 0;
+  std::set<std::string> cgroup_parents;  // "/…/sandboxd-<hash>" paths
 };
+
+// Memory charged to the sandbox cgroup parents (v1 memory.usage_in_bytes or
+// v2 memory.current; includes page cache and kernel memory). -1: unavailable.
+long CgroupUsageKb(const std::set<std::string>& parents) {
+  long total = -1;
+  for (const auto& parent : parents) {
+    for (const std::string& file : {"/sys/fs/cgroup/memory" + parent + "/memory.usage_in_bytes",
+                                    "/sys/fs/cgroup" + parent + "/memory.current"}) {
+      std::ifstream in(file);
+      long bytes;
+      if (in >> bytes) {
+        total = (total < 0 ? 0 : total) + bytes / 1024;
+        break;
+      }
+    }
+  }
+  return total;
+}
 
 MemorySnapshot SnapshotMemory(std::optional<int> daemon_pid) {
   MemorySnapshot m;
@@ -176,11 +195,36 @@ MemorySnapshot SnapshotMemory(std::optional<int> daemon_pid) {
       }
     }
   }
-  for (int p : pids) {
+  // Sandboxes double-forked away from the daemon still sit in its cgroup
+  // parent ("sandboxd-<hash>", learned from the tree's members); other
+  // daemons on the host use other parents and are not counted.
+  auto cgroup_of = [](int p) {
     std::ifstream cg("/proc/" + std::to_string(p) + "/cgroup");
-    std::string text((std::istreambuf_iterator<char>(cg)), {});
-    if (text.find("sandboxd") != std::string::npos) tree.insert(p);
+    return std::string((std::istreambuf_iterator<char>(cg)), {});
+  };
+  std::set<std::string> parents;
+  for (int p : tree) {
+    std::istringstream lines(cgroup_of(p));
+    std::string line;
+    while (std::getline(lines, line)) {
+      // "N:controllers:/path"; keep the path up to the sandboxd-<hash> component.
+      auto colon = line.find(':', line.find(':') + 1);
+      if (colon == std::string::npos) continue;
+      std::string path = line.substr(colon + 1);
+      auto at = path.find("/sandboxd-");
+      if (at == std::string::npos) continue;
+      parents.insert(path.substr(0, path.find('/', at + 1)));
+    }
   }
+  if (!parents.empty()) {
+    for (int p : pids) {
+      std::string text = cgroup_of(p);
+      for (const auto& parent : parents) {
+        if (text.find(parent + "/") != std::string::npos) tree.insert(p);
+      }
+    }
+  }
+  m.cgroup_parents = parents;
   for (int p : tree) {
     if (auto pss = ReadKb("/proc/" + std::to_string(p) + "/smaps_rollup", "Pss:")) {
       m.pss_kb += *pss;
@@ -355,17 +399,25 @@ int Run(const Flags& f) {
   }
   std::this_thread::sleep_for(std::chrono::seconds(2));
   auto after = SnapshotMemory(daemon_pid);
+  long cg_with = CgroupUsageKb(after.cgroup_parents);
   for (const auto& id : ids) (void)cl.Kill(id);
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  long cg_without = CgroupUsageKb(after.cgroup_parents);
   int n = static_cast<int>(ids.size());
   std::printf("\nhost memory per idle sandbox (%d idle timed sandboxes):\n", n);
   if (n > 0) {
     if (daemon_pid) {
-      std::printf("  PSS sum (smaps_rollup) of the daemon (pid %d) process tree and *sandboxd* cgroups: "
-                  "%.2f MiB/sandbox (%ld -> %ld KiB, %d -> %d processes)\n",
+      std::printf("  PSS sum (smaps_rollup) over the daemon (pid %d), its descendants and its sandboxd-<hash>\n"
+                  "    cgroups: %.2f MiB/sandbox (%ld -> %ld KiB, %d -> %d processes)\n",
                   *daemon_pid, (after.pss_kb - before.pss_kb) / 1024.0 / n, before.pss_kb, after.pss_kb,
                   before.processes, after.processes);
     } else {
       std::printf("  PSS: daemon process not found locally (remote endpoint?)\n");
+    }
+    if (cg_with >= 0 && cg_without >= 0) {
+      std::printf("  cgroup memory charged to the sandbox cgroups (incl. page cache, kernel memory), with all\n"
+                  "    %d vs. after killing them: %.2f MiB/sandbox (%ld -> %ld KiB)\n",
+                  n, (cg_with - cg_without) / 1024.0 / n, cg_without, cg_with);
     }
     std::printf("  MemAvailable delta (/proc/meminfo, whole host, noisy): %.2f MiB/sandbox\n",
                 (before.mem_available_kb - after.mem_available_kb) / 1024.0 / n);
