@@ -93,6 +93,7 @@ enum ChildStep : int32_t {
   kStepFds = -11,
   kStepSeccomp = -12,
   kStepExec = -13,
+  kStepSession = -14,
 };
 
 const char* StepName(int32_t step) {
@@ -110,6 +111,7 @@ const char* StepName(int32_t step) {
     case kStepFds: return "close_range";
     case kStepSeccomp: return "seccomp";
     case kStepExec: return "exec init";
+    case kStepSession: return "setsid";
     default: return "?";
   }
 }
@@ -228,6 +230,10 @@ int ChildMain(void* arg) {
 
   // Nothing runs before the parent has put us into the cgroup.
   if (!ChildRecv(p, kGo)) ::_exit(126);
+  // A new session without a controlling terminal: otherwise the sandbox would
+  // share the daemon's terminal (if it has one) through /dev/tty, where
+  // TIOCSTI could type commands into it.
+  if (::setsid() < 0) ChildFail(p, kStepSession, errno);
 
   for (size_t i = 0; i < p.n_ops; ++i) {
     if (RunOp(p.ops[i]) != 0 && !(p.ops[i].optional && errno == ENOENT)) {

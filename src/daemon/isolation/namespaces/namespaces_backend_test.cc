@@ -248,6 +248,16 @@ out.append(("unshare_user", err(libc.unshare(0x10000000))))
 out.append(("unshare_mnt", err(libc.unshare(0x00020000))))
 out.append(("sethostname", err(libc.sethostname(b"evil", 4))))
 out.append(("mknod", err(libc.mknod(b"/tmp/sda", 0o60600, os.makedev(8, 0)))))
+def write(path):
+    try:
+        with open(path, "w") as f:
+            f.write("1")
+        return 0
+    except OSError as e:
+        return e.errno
+out.append(("proc_sys", write("/proc/sys/kernel/ns_last_pid")))
+out.append(("sysrq", write("/proc/sysrq-trigger")))
+out.append(("dev_tty", write("/dev/tty")))
 os.write(3, "".join("%s %d\n" % kv for kv in out).encode())
 )PY";
   auto [inst, out] = Run("python3 -c '" + py +
@@ -263,7 +273,11 @@ os.write(3, "".join("%s %d\n" % kv for kv in out).encode())
     in >> k >> v;
     got[k] = v;
   }
-  EXPECT_EQ(got.size(), 10u) << out;
+  EXPECT_EQ(got.size(), 13u) << out;
+  EXPECT_EQ(got["proc_sys"], EROFS) << out;
+  // Masked (writes go to /dev/null), or absent on kernels without SYSRQ.
+  EXPECT_TRUE(got["sysrq"] == 0 || got["sysrq"] == ENOENT) << out;
+  EXPECT_EQ(got["dev_tty"], ENXIO) << out;  // no controlling terminal
   for (const char* k : {"mount_tmpfs", "mount_vda", "umount_proc", "finit_module",
                         "init_module", "unshare_user", "unshare_mnt", "sethostname", "mknod"}) {
     EXPECT_EQ(got[k], EPERM) << k << "\n" << out;
@@ -514,7 +528,10 @@ TEST_F(NamespacesTest, CgroupV2CloneIntoCgroup) {
   spec.memory_mb = 0;
   spec.cpus = 0;
   spec.pids_max = 0;
+  const auto t0 = Clock::now();
   auto inst = backend->Start(spec);
+  std::printf("[ latency ] Start (v2, clone3 into cgroup) %.2f ms\n",
+              std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
   ASSERT_TRUE(inst) << inst.error().message;
   auto link = (*inst)->TakeLinkFd();
   ReadReport(link.get());
