@@ -93,6 +93,12 @@ export class Daemon {
       stdio: ["ignore", "pipe", logFd],
     });
     closeSync(logFd);
+    // Safety net: if this test process dies without running `after`, do not
+    // leave a daemon (and its sandboxes) behind; SIGTERM lets it clean up.
+    const onExit = () => {
+      if (this.isRunning()) this.proc.kill("SIGTERM");
+    };
+    process.once("exit", onExit);
     this.exited = new Promise((resolve) => this.proc.once("exit", (code, signal) => resolve({ code, signal })));
 
     this.url = await new Promise((resolve, reject) => {
