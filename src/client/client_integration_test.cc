@@ -299,6 +299,43 @@ TEST_F(IntegrationTest, Cli) {
   EXPECT_NE(Cli({"exec", id, "true"}).exit_code, 0);
 }
 
+TEST_F(IntegrationTest, ListFollowsPagination) {
+  std::string run = std::to_string(getpid());
+  std::vector<Sandbox> boxes;
+  for (int i = 0; i < 3; ++i) {
+    CreateOptions o;
+    o.timeout = "1m";
+    o.labels = {{"run", run}};
+    auto sb = Sandbox::Create(*client_, o);
+    ASSERT_TRUE(sb.has_value()) << sb.error().ToString();
+    boxes.push_back(std::move(*sb));
+  }
+  ListOptions lo;
+  lo.page_size = 2;
+  auto all = client_->List({{"run", run}}, lo);
+  ASSERT_TRUE(all.has_value()) << all.error().ToString();
+  EXPECT_EQ(all->size(), 3u);
+  for (const auto& info : *all) {
+    EXPECT_EQ(info.labels.at("run"), run);
+    EXPECT_EQ(info.status, "running");
+    EXPECT_FALSE(info.created_at.empty());
+  }
+  for (auto& sb : boxes) EXPECT_TRUE(sb.Kill().has_value());
+}
+
+TEST_F(IntegrationTest, CliStreamsLargeStdin) {
+  auto created = Cli({"create", "--timeout", "1m"});
+  ASSERT_EQ(created.exit_code, 0);
+  std::string id = Trim(created.out);
+  std::string input;
+  for (int i = 0; i < 300'000; ++i) input += static_cast<char>('a' + i % 26);
+  input += '\n';
+  auto r = Cli({"exec", id, "sh", "-c", "wc -c"}, input);
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(Trim(r.out), std::to_string(input.size()));
+  EXPECT_EQ(Cli({"kill", id}).exit_code, 0);
+}
+
 TEST_F(IntegrationTest, BadTokenIsRejected) {
   ClientOptions o;
   o.endpoint = Daemon::Get().endpoint();
