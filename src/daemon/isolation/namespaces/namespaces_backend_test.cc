@@ -545,6 +545,53 @@ TEST_F(NamespacesTest, CgroupV2CloneIntoCgroup) {
   ::rmdir((unified + "/" + kCgroupParent).c_str());
 }
 
+// The production path: a static host binary exec'd through its O_PATH fd, with
+// the default argv; the image does not contain it.
+TEST_F(NamespacesTest, ExecsHostBinaryByFd) {
+  NamespacesConfig c;
+  c.rootfs_dir = *rootfs_;
+  c.state_dir = state_dir_;
+  c.agent_path = SANDBOXD_TEST_INIT;
+  c.cgroup_parent = kCgroupParent;
+  auto backend = MakeNamespacesBackend(c);
+  ASSERT_TRUE(backend) << backend.error().message;
+  auto inst = (*backend)->Start(Spec("byfd"));
+  ASSERT_TRUE(inst) << inst.error().message;
+  auto link = (*inst)->TakeLinkFd();
+  EXPECT_EQ(ReadReport(link.get()), "pid=1 uid=0 argc=3 argv0=sandbox-agent argv1=--link-fd argv2=3\n");
+  EXPECT_TRUE((*inst)->Destroy());
+}
+
+#ifdef SANDBOXD_AGENT_PATH
+// The real agent comes up and announces itself (docs/agent-link.md: the first
+// frame is the CONTROL event {"event":"ready",...}).
+TEST_F(NamespacesTest, RealAgentSendsReady) {
+  if (::access(SANDBOXD_AGENT_PATH, X_OK) != 0) GTEST_SKIP() << "agent not built";
+  NamespacesConfig c;
+  c.rootfs_dir = *rootfs_;
+  c.state_dir = state_dir_;
+  c.agent_path = SANDBOXD_AGENT_PATH;
+  c.cgroup_parent = kCgroupParent;
+  auto backend = MakeNamespacesBackend(c);
+  ASSERT_TRUE(backend) << backend.error().message;
+  auto inst = (*backend)->Start(Spec("agent"));
+  ASSERT_TRUE(inst) << inst.error().message;
+  auto link = (*inst)->TakeLinkFd();
+  std::string got;
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  while (got.find("ready") == std::string::npos && Clock::now() < deadline) {
+    pollfd pfd{link.get(), POLLIN, 0};
+    if (::poll(&pfd, 1, 1000) <= 0) continue;
+    char buf[512];
+    ssize_t n = ::read(link.get(), buf, sizeof buf);
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  EXPECT_NE(got.find("\"event\":\"ready\""), std::string::npos) << got;
+  EXPECT_TRUE((*inst)->Destroy());
+}
+#endif
+
 TEST_F(NamespacesTest, StartFailureCleansUp) {
   NamespacesConfig c;
   c.rootfs_dir = *rootfs_;
