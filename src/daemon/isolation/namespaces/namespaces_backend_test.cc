@@ -5,6 +5,7 @@
 #include "daemon/isolation/namespaces/namespaces_backend.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -500,6 +501,23 @@ TEST_F(NamespacesTest, ReapStaleRemovesLeftovers) {
                          "/f && chown -R 100000:100000 " + state_dir_ + "/" + id)
                             .c_str()),
             0);
+
+  // A deep tree (a sandbox can nest directories far deeper than the daemon
+  // could hold fds for; removal must not depend on depth).
+  {
+    std::string deep = state_dir_ + "/" + id + "/upper/deep";
+    UniqueFd fd(::open(deep.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    ASSERT_TRUE(fd.valid());
+    for (int i = 0; i < 200; ++i) {  // > kMaxDepth (32): exercises lifting
+      ASSERT_EQ(::mkdirat(fd.get(), "d", 0755), 0);
+      if (i % 10 == 0) {
+        int f = ::openat(fd.get(), "file", O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+        ::close(f);
+      }
+      fd = UniqueFd(::openat(fd.get(), "d", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      ASSERT_TRUE(fd.valid());
+    }
+  }
 
   auto backend = MakeBackend("true");
   ASSERT_TRUE(backend);
