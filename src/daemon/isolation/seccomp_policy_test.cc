@@ -67,5 +67,16 @@ TEST(SeccompPolicy, X32AbiKillsProcess) {
   EXPECT_EQ(WTERMSIG(st), SIGSYS);
 }
 
+TEST(SeccompPolicy, I386EntryKillsProcess) {
+  int st = RunFiltered([] {
+    long ret;
+    // getpid (20) through the 32-bit int 0x80 entry: AUDIT_ARCH_I386.
+    asm volatile("int $0x80" : "=a"(ret) : "a"(20L) : "memory");
+    return ret > 0 ? 0 : 1;
+  });
+  ASSERT_TRUE(WIFSIGNALED(st)) << "i386 getpid was not killed, status " << st;
+  EXPECT_EQ(WTERMSIG(st), SIGSYS);
+}
+
 }  // namespace
 }  // namespace sandboxd::isolation
