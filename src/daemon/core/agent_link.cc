@@ -89,8 +89,12 @@ void AgentLink::HandleFrame(link::Frame&& f) {
     case link::FrameType::kData: {
       auto it = inbound_.find(f.channel);
       if (it == inbound_.end()) return;  // late data for a channel we reset
+      it->second.in_flight += f.payload.size();
+      if (it->second.in_flight > link::kInitialWindow) {
+        return Fail(Error::Msg("agent link: agent sent more data than its credit on channel " +
+                               std::to_string(f.channel)));
+      }
       if (!f.payload.empty() && it->second.sink.on_data) it->second.sink.on_data(f.payload);
-      if (f.payload.empty()) return;
       return;
     }
     case link::FrameType::kEof: {
@@ -199,8 +203,8 @@ void AgentLink::Consumed(uint32_t ch, uint32_t n) {
   if (it == inbound_.end() || closed_) return;
   it->second.unacked += n;
   if (it->second.unacked >= kWindowBatch) {
-    std::string p;
     link::AppendWindow(wbuf_, ch, it->second.unacked);
+    it->second.in_flight -= std::min<uint64_t>(it->second.in_flight, it->second.unacked);
     it->second.unacked = 0;
     Flush();
   }

@@ -69,7 +69,8 @@ class AgentLink : public std::enable_shared_from_this<AgentLink> {
  private:
   struct Inbound {
     Sink sink;
-    uint32_t unacked = 0;
+    uint32_t unacked = 0;    // consumed, credit not yet returned
+    uint64_t in_flight = 0;  // received minus credit returned: never above the window
   };
   struct Outbound {
     uint32_t credit = link::kInitialWindow;

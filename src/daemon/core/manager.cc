@@ -197,7 +197,8 @@ void Manager::StartStop(const std::shared_ptr<Sandbox>& sb, const std::string& r
   sb->stop_timer_.cancel();
   sb->grace_timer_.cancel();
   spdlog::info("sandbox {}: stopping ({})", sb->id(), reason);
-  (void)store_.UpdateState(sb->id(), "stopping", std::nullopt);
+  // The stop time is when it stopped serving; teardown finishes moments later.
+  (void)store_.UpdateState(sb->id(), "stopping", now_());
   // Disconnect clients first: kill() in the SDK waits for the socket to close.
   auto attachments = sb->attachments_;
   for (Attachment* a : attachments) a->CloseFromServer(failed ? 1011 : 1001, reason);
@@ -213,7 +214,7 @@ void Manager::StartStop(const std::shared_ptr<Sandbox>& sb, const std::string& r
       --destroying_;
       if (!st) spdlog::error("sandbox {}: teardown incomplete: {}", sb->id(), st.error().message);
       sb->state_ = SandboxState::kStopped;
-      (void)store_.UpdateState(sb->id(), failed ? "failed" : "stopped", now_(), failed ? reason : "");
+      (void)store_.UpdateState(sb->id(), failed ? "failed" : "stopped", std::nullopt, failed ? reason : "");
       live_.erase(sb->id());
       spdlog::info("sandbox {}: stopped", sb->id());
       if (shutting_down_ && live_.empty() && destroying_ == 0 && creating_ == 0 && on_all_destroyed_) {

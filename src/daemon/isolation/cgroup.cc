@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -295,6 +296,15 @@ void CgroupDriver::ReapStale(const std::vector<std::string>& keep) const {
       } else {
         spdlog::info("reaped stale cgroup {}", s);
       }
+    }
+  }
+}
+
+void CgroupDriver::RemoveParentsIfEmpty() const {
+  for (const auto& parent : parent_dirs_) {
+    // rmdir refuses (EBUSY/ENOTEMPTY) while a sandbox group still exists.
+    if (::rmdir(parent.c_str()) != 0 && errno != ENOENT) {
+      spdlog::debug("keeping cgroup parent {}: {}", parent, std::strerror(errno));
     }
   }
 }

@@ -78,6 +78,10 @@ class CgroupDriver {
   // not in `keep`. Best effort.
   void ReapStale(const std::vector<std::string>& keep) const;
 
+  // Removes the parent groups if they are empty (at daemon shutdown, so a
+  // stopped daemon leaves no cgroup behind). Best effort.
+  void RemoveParentsIfEmpty() const;
+
   // The parent directory in each hierarchy.
   const std::vector<std::string>& parent_dirs() const { return parent_dirs_; }
 

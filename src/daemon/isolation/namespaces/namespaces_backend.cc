@@ -561,6 +561,7 @@ class NamespacesBackend final : public Backend {
     for (auto& e : env_storage_) envp_.push_back(e.data());
     envp_.push_back(nullptr);
   }
+  ~NamespacesBackend() override { cgroups_.RemoveParentsIfEmpty(); }
 
   std::string_view Name() const override { return "namespaces"; }
 
