@@ -219,12 +219,14 @@ test("no leftovers after a daemon with sandboxes is stopped", { timeout: 180_000
   const procMounts = readFileSync("/proc/mounts", "utf8").split("\n").filter((l) => l.includes(d.dataDir) || ids.some((id) => l.includes(id)));
   if (procMounts.length) problems.push(`/proc/mounts entries left: ${procMounts.join(" | ")}`);
 
-  // cgroups: our daemon's parent may remain, but empty; nothing naming our ids anywhere.
+  // cgroups: nothing naming our ids anywhere, and the daemon removes its own
+  // (then empty) parent group when it stops.
   const ourParent = "sandboxd-" + createHash("sha256").update(realDataDir).digest("hex").slice(0, 12);
   const cg = sandboxdCgroups();
   const ourParents = cg.parents.filter((p) => p.endsWith("/" + ourParent));
   const leftCg = cg.dirs.filter((p) => ids.some((id) => p.includes(id)) || ourParents.some((op) => p.startsWith(op + "/")));
   if (leftCg.length) problems.push(`cgroup dirs left: ${leftCg.join(", ")}`);
+  if (ourParents.length) problems.push(`cgroup parent of the stopped daemon left: ${ourParents.join(", ")}`);
   for (const p of ourParents) {
     try {
       const procsIn = readFileSync(join(p, "cgroup.procs"), "utf8").trim();
