@@ -41,7 +41,7 @@ test: image
 	@scripts/run-tests $(BUILD)
 
 bench: image
-	$(BUILD)/bin/bench-lifecycle
+	BUILD=$(BUILD) bench/lifecycle.sh
 
 clean:
 	rm -rf $(BUILD)
