@@ -1,22 +1,14 @@
 #include "client/wire.h"
 
+#include "common/base64.h"
+#include "common/signals.h"
+
 #include <csignal>
 #include <ctime>
 #include <regex>
 
 namespace sandboxd::client {
 namespace {
-
-constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-int B64Value(char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+') return 62;
-  if (c == '/') return 63;
-  return -1;
-}
 
 // JS parseInt(s, 10): optional leading whitespace and sign, then digits.
 std::optional<long long> JsParseInt(std::string_view s) {
@@ -60,59 +52,12 @@ std::string PercentDecode(std::string_view raw) {
 
 }  // namespace
 
-std::string Base64Encode(std::string_view bytes) {
-  std::string out;
-  out.reserve((bytes.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 3 <= bytes.size(); i += 3) {
-    unsigned v = (static_cast<unsigned char>(bytes[i]) << 16) |
-                 (static_cast<unsigned char>(bytes[i + 1]) << 8) |
-                 static_cast<unsigned char>(bytes[i + 2]);
-    out += kB64[(v >> 18) & 63];
-    out += kB64[(v >> 12) & 63];
-    out += kB64[(v >> 6) & 63];
-    out += kB64[v & 63];
-  }
-  size_t rest = bytes.size() - i;
-  if (rest == 1) {
-    unsigned v = static_cast<unsigned char>(bytes[i]) << 16;
-    out += kB64[(v >> 18) & 63];
-    out += kB64[(v >> 12) & 63];
-    out += "==";
-  } else if (rest == 2) {
-    unsigned v = (static_cast<unsigned char>(bytes[i]) << 16) |
-                 (static_cast<unsigned char>(bytes[i + 1]) << 8);
-    out += kB64[(v >> 18) & 63];
-    out += kB64[(v >> 12) & 63];
-    out += kB64[(v >> 6) & 63];
-    out += '=';
-  }
-  return out;
-}
+std::string Base64Encode(std::string_view bytes) { return ::sandboxd::Base64Encode(bytes); }
 
 Result<std::string> Base64Decode(std::string_view text) {
-  std::string out;
-  out.reserve(text.size() / 4 * 3);
-  unsigned acc = 0;
-  int bits = 0;
-  size_t padding = 0;
-  for (char c : text) {
-    if (c == '=') {
-      ++padding;
-      continue;
-    }
-    if (padding > 0) return Fail(kProtocolError, "base64: data after padding");
-    int v = B64Value(c);
-    if (v < 0) return Fail(kProtocolError, "base64: invalid character");
-    acc = (acc << 6) | static_cast<unsigned>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += static_cast<char>((acc >> bits) & 0xFF);
-    }
-  }
-  if (padding > 2) return Fail(kProtocolError, "base64: bad padding");
-  return out;
+  auto out = ::sandboxd::Base64Decode(text);
+  if (!out) return Fail(kProtocolError, "base64: malformed data");
+  return std::move(*out);
 }
 
 std::string Endpoint::HostHeader() const {
@@ -457,19 +402,8 @@ Result<ProcessStatus> DecodeProcessStatus(const nlohmann::json& ok) {
 }
 
 int SignalNumber(std::string_view name) {
-  if (name.substr(0, 3) == "SIG") name = name.substr(3);
-  static const std::map<std::string_view, int> kSignals = {
-      {"HUP", SIGHUP},   {"INT", SIGINT},       {"QUIT", SIGQUIT},   {"ILL", SIGILL},
-      {"TRAP", SIGTRAP}, {"ABRT", SIGABRT},     {"BUS", SIGBUS},     {"FPE", SIGFPE},
-      {"KILL", SIGKILL}, {"USR1", SIGUSR1},     {"SEGV", SIGSEGV},   {"USR2", SIGUSR2},
-      {"PIPE", SIGPIPE}, {"ALRM", SIGALRM},     {"TERM", SIGTERM},   {"STKFLT", SIGSTKFLT},
-      {"CHLD", SIGCHLD}, {"CONT", SIGCONT},     {"STOP", SIGSTOP},   {"TSTP", SIGTSTP},
-      {"TTIN", SIGTTIN}, {"TTOU", SIGTTOU},     {"URG", SIGURG},     {"XCPU", SIGXCPU},
-      {"XFSZ", SIGXFSZ}, {"VTALRM", SIGVTALRM}, {"PROF", SIGPROF},   {"WINCH", SIGWINCH},
-      {"IO", SIGIO},     {"POLL", SIGPOLL},     {"PWR", SIGPWR},     {"SYS", SIGSYS},
-      {"UNUSED", SIGSYS}};
-  auto it = kSignals.find(name);
-  return it == kSignals.end() ? 0 : it->second;
+  std::string full = name.starts_with("SIG") ? std::string(name) : "SIG" + std::string(name);
+  return ::sandboxd::SignalNumber(full).value_or(0);
 }
 
 std::int64_t NowMs() {

@@ -1,5 +1,7 @@
 #include "daemon/api/wire.h"
 
+#include "common/signals.h"
+
 #include <cstring>
 #include <ctime>
 
@@ -49,7 +51,7 @@ json ProcessStatusJson(const core::ExitStatus& st) {
   json j;
   j["success"] = st.code == 0 && st.signal == 0;
   j["code"] = st.code;
-  std::string sig = st.signal ? core::SignalName(st.signal) : "";
+  std::string sig = st.signal ? SignalName(st.signal) : "";
   j["signal"] = sig.empty() ? json(nullptr) : json(sig);
   j["oom"] = st.oom ? json("high-confidence") : json(nullptr);
   return j;

@@ -5,6 +5,9 @@
 #include <csignal>
 
 #include "daemon/api/wire.h"
+
+#include "common/base64.h"
+#include "common/signals.h"
 #include "daemon/core/config.h"
 
 namespace sandboxd::api {
@@ -190,7 +193,7 @@ void WsSession::HandleNotification(const std::string& method, const json& p) {
   if (method == "$sandbox.stream.enqueue") {
     auto data = OptString(p, "data");
     if (!data) return;
-    auto bytes = core::Base64Decode(*data);
+    auto bytes = Base64Decode(*data);
     if (!bytes) return CloseWith(1007, "stream data is not base64");
     if (bytes->empty()) return;
     if (in.channel) {
@@ -216,7 +219,7 @@ void WsSession::HandleNotification(const std::string& method, const json& p) {
 
 void WsSession::ForwardOutput(int64_t stream_id, std::string_view data) {
   Notify("$sandbox.stream.enqueue",
-         {{"streamId", stream_id}, {"data", core::Base64Encode(data)}});
+         {{"streamId", stream_id}, {"data", Base64Encode(data)}});
 }
 
 void WsSession::ReleaseCredit() {
@@ -395,7 +398,7 @@ void WsSession::ProcessWait(int64_t id, const json& p) {
 void WsSession::ProcessKill(int64_t id, const json& p) {
   if (!IsIntKey(p, "pid")) return ReplyRpcError(id, -32602, "Invalid params: pid must be an integer");
   std::string name = OptString(p, "signal").value_or("SIGTERM");
-  auto signo = core::SignalNumber(name);
+  auto signo = SignalNumber(name);
   if (!signo) return ReplyAppError(id, ErrorObject("TypeError", "EINVAL", "unsupported signal '" + name + "'"));
   std::weak_ptr<WsSession> weak = weak_from_this();
   sb_->Kill(p["pid"].get<int64_t>(), *signo, [weak, id](Status st) {

@@ -52,8 +52,4 @@ std::optional<int64_t> ParseDurationMs(std::string_view s);
 // Latin-1 bytes to UTF-8 (every byte is one code point U+0000..U+00FF).
 std::string Latin1ToUtf8(std::string_view bytes);
 
-// Standard base64 (RFC 4648, padded). Decode rejects anything malformed.
-std::optional<std::string> Base64Decode(std::string_view in);
-std::string Base64Encode(std::string_view in);
-
 }  // namespace sandboxd::core

@@ -103,10 +103,4 @@ class Sandbox : public std::enable_shared_from_this<Sandbox> {
   std::function<void()> on_last_detach_;
 };
 
-// Linux signal numbers by SDK name (WIRE.md §4.5); nullopt for unknown names
-// or names with no Linux number (SIGBREAK, SIGEMT, SIGINFO).
-std::optional<int> SignalNumber(std::string_view name);
-// "SIGKILL" for 9, etc.; empty for unknown numbers.
-std::string SignalName(int signo);
-
 }  // namespace sandboxd::core
