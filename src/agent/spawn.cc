@@ -57,9 +57,18 @@ struct ChildPlan {
 
   // The agent ignores SIGPIPE, and ignored dispositions survive exec;
   // blocked signals (SIGCHLD, SIGTERM...) would survive too.
-  struct sigaction dfl = {};
-  dfl.sa_handler = SIG_DFL;
-  for (int sig = 1; sig < NSIG; ++sig) sigaction(sig, &dfl, nullptr);  // EINVAL for KILL/STOP: fine
+  // The raw syscall, because glibc's sigaction() refuses its two internal
+  // real-time signals (32, 33) — and an ignored disposition of those,
+  // inherited from whoever started the daemon, would survive exec too.
+  struct KernelSigaction {
+    void* handler;
+    unsigned long flags;
+    void* restorer;
+    unsigned long mask;
+  } dfl = {};  // handler = SIG_DFL (0)
+  for (int sig = 1; sig < NSIG; ++sig) {
+    syscall(SYS_rt_sigaction, sig, &dfl, nullptr, sizeof(dfl.mask));  // EINVAL for KILL/STOP: fine
+  }
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
