@@ -4,6 +4,7 @@
 
 #include <csignal>
 
+#include "daemon/api/rpc_params.h"
 #include "daemon/api/wire.h"
 
 #include "common/base64.h"
@@ -22,25 +23,6 @@ constexpr size_t kSendHighWater = 4u << 20;        // stop granting agent credit
 constexpr size_t kMaxUnclaimed = 16u << 20;        // client stream data nobody claimed yet
 constexpr size_t kMaxIncomingStreams = 1024;
 constexpr size_t kLinkPauseBytes = 8u << 20;       // stop reading the socket while stdin backs up
-
-// Process-wide: the SDK keeps one table of server stream ids per client process
-// (WIRE.md §3.1), so ids are unique across every connection we serve.
-int64_t NextServerStreamId() {
-  static int64_t next = 1;
-  return next++;
-}
-
-std::optional<std::string> OptString(const json& p, const char* key) {
-  auto it = p.find(key);
-  if (it == p.end() || it->is_null()) return std::nullopt;
-  if (!it->is_string()) return std::nullopt;
-  return it->get<std::string>();
-}
-
-bool IsIntKey(const json& p, const char* key) {
-  auto it = p.find(key);
-  return it != p.end() && it->is_number_integer();
-}
 
 // Environment names and values must survive the trip into execve.
 bool ValidEnvKey(std::string_view k) {
@@ -159,13 +141,24 @@ void WsSession::HandleRequest(int64_t id, const std::string& method, const json&
       {"envSet", &WsSession::EnvSet},         {"envDelete", &WsSession::EnvDelete},
       {"envToObject", &WsSession::EnvToObject},
   };
-  if (method == "abort") return ReplyOk(id, nullptr);  // nothing abortable is in flight yet
-  auto it = kMethods.find(method);
-  if (it == kMethods.end()) return ReplyRpcError(id, -32601, "Method not found");
-  if (!sb_->running()) {
-    return ReplyAppError(id, ErrorObject("Error", "", "the sandbox is stopping"));
+  if (method == "abort") {
+    if (IsIntKey(p, "abortId")) {
+      auto it = aborts_.find(p["abortId"].get<int64_t>());
+      if (it != aborts_.end()) {
+        auto cancel = std::move(it->second);
+        aborts_.erase(it);
+        cancel();
+      }
+    }
+    return ReplyOk(id, nullptr);  // also for unknown or finished operations (WIRE.md §4.1)
   }
-  (this->*(it->second))(id, p);
+  auto it = kMethods.find(method);
+  if (it != kMethods.end()) {
+    if (!sb_->running()) return ReplyAppError(id, ErrorObject("Error", "", "the sandbox is stopping"));
+    return (this->*(it->second))(id, p);
+  }
+  if (HandleFsRequest(id, method, p)) return;
+  ReplyRpcError(id, -32601, "Method not found");
 }
 
 // ---------------------------------------------------------------- streams
@@ -215,6 +208,26 @@ void WsSession::HandleNotification(const std::string& method, const json& p) {
       in.ended = true;
     }
   }
+}
+
+void WsSession::ClaimIncoming(int64_t sid, uint32_t ch, std::function<void()> on_reset) {
+  auto& link = sb_->link();
+  link.OpenOutbound(ch, std::move(on_reset));
+  auto it = incoming_.find(sid);
+  if (it == incoming_.end()) {  // vanished (cancelled) before it was claimed
+    link.WriteEof(ch);
+    return;
+  }
+  for (auto& c : it->second.chunks) link.Write(ch, c);
+  unclaimed_bytes_ -= it->second.bytes;
+  if (it->second.ended) {
+    link.WriteEof(ch);
+    incoming_.erase(it);
+    return;
+  }
+  it->second.chunks.clear();
+  it->second.bytes = 0;
+  it->second.channel = ch;
 }
 
 void WsSession::ForwardOutput(int64_t stream_id, std::string_view data) {
@@ -350,31 +363,15 @@ void WsSession::Spawn(int64_t id, const json& p) {
                 Notify("$sandbox.stream.start", {{"streamId", err_sid}});
               }
               if (stdin_sid) {
-                auto it = incoming_.find(*stdin_sid);
-                std::weak_ptr<WsSession> weak = weak_from_this();
                 int64_t sid = *stdin_sid;
-                link.OpenOutbound(in_ch, [weak, sid] {
+                std::weak_ptr<WsSession> weak = weak_from_this();
+                ClaimIncoming(sid, in_ch, [weak, sid] {
                   // The process closed its stdin: tell the client to stop sending.
                   auto s = weak.lock();
                   if (!s || s->torn_down_ || s->closing_) return;
                   s->incoming_.erase(sid);
                   s->Notify("$sandbox.stream.cancel", {{"streamId", sid}, {"reason", nullptr}});
                 });
-                if (it != incoming_.end()) {
-                  for (auto& c : it->second.chunks) link.Write(in_ch, c);
-                  unclaimed_bytes_ -= it->second.bytes;
-                  bool ended = it->second.ended;
-                  if (ended) {
-                    link.WriteEof(in_ch);
-                    incoming_.erase(it);
-                  } else {
-                    it->second.chunks.clear();
-                    it->second.bytes = 0;
-                    it->second.channel = in_ch;
-                  }
-                } else {
-                  link.WriteEof(in_ch);
-                }
               }
               json ok = {{"pid", pid},
                          {"stdoutStreamId", out_ch ? json(out_sid) : json(nullptr)},
@@ -521,6 +518,8 @@ void WsSession::Teardown() {
     }
     for (auto [ch, n] : deferred_credit_) link.Consumed(ch, n);
   }
+  CloseHandles();
+  aborts_.clear();
   incoming_.clear();
   deferred_credit_.clear();
   outgoing_.clear();

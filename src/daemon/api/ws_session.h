@@ -12,6 +12,8 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -71,8 +73,23 @@ class WsSession : public std::enable_shared_from_this<WsSession>, public core::A
   void EnvDelete(int64_t id, const nlohmann::json& p);
   void EnvToObject(int64_t id, const nlohmann::json& p);
 
+  // Filesystem methods (fs_methods.cc): forwarded to the agent with the
+  // sandbox user's credentials; large data travels on agent channels.
+  bool HandleFsRequest(int64_t id, const std::string& method, const nlohmann::json& p);
+  void FsForward(int64_t id, const std::string& method, nlohmann::json p,
+                 std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
+  void FsReadFile(int64_t id, const std::string& method, nlohmann::json p);
+  void FsWriteFile(int64_t id, const std::string& method, nlohmann::json p);
+  void FsWalk(int64_t id, const std::string& method, nlohmann::json p);
+  void FsFileWrite(int64_t id, const nlohmann::json& p);
+  void ReplyAgentResult(int64_t id, const Result<nlohmann::json>& r);
+  void CloseHandles();
+
   // Server→client stream plumbing.
   void ForwardOutput(int64_t stream_id, std::string_view data);
+  // Binds a client stream to an agent channel we write: flushes what was
+  // buffered, and EOF if the client already ended it.
+  void ClaimIncoming(int64_t stream_id, uint32_t channel, std::function<void()> on_reset);
   void ReleaseCredit();
 
   boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;
@@ -90,6 +107,8 @@ class WsSession : public std::enable_shared_from_this<WsSession>, public core::A
   size_t unclaimed_bytes_ = 0;
   std::map<int64_t, Outgoing> outgoing_;
   std::vector<std::pair<uint32_t, uint32_t>> deferred_credit_;  // (channel, bytes)
+  std::map<int64_t, std::function<void()>> aborts_;  // abortId → cancel the operation
+  std::set<int64_t> handles_;                        // file handles this connection opened
 };
 
 }  // namespace sandboxd::api

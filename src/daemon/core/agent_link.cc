@@ -160,7 +160,7 @@ void AgentLink::HandleControl(const std::string& payload) {
   reply(std::unexpected(Error{EPROTO, "agent sent a malformed reply"}));
 }
 
-void AgentLink::Call(const std::string& op, json params, ReplyFn reply) {
+void AgentLink::Call(const std::string& op, json params, ReplyFn reply, std::chrono::milliseconds timeout) {
   if (closed_) {
     reply(std::unexpected(Error{EPIPE, "agent link closed"}));
     return;
@@ -169,9 +169,11 @@ void AgentLink::Call(const std::string& op, json params, ReplyFn reply) {
   if (!params.is_object()) params = json::object();
   params["id"] = id;
   params["op"] = op;
-  pending_.emplace(id, Pending{std::move(reply), std::chrono::steady_clock::now() + call_timeout_});
+  auto deadline = timeout == kNoDeadline ? std::chrono::steady_clock::time_point::max()
+                                         : std::chrono::steady_clock::now() + (timeout.count() ? timeout : call_timeout_);
+  pending_.emplace(id, Pending{std::move(reply), deadline});
   Send(link::FrameType::kControl, 0, params.dump());
-  ArmSweep();
+  if (timeout != kNoDeadline) ArmSweep();
 }
 
 void AgentLink::ArmSweep() {
@@ -192,7 +194,9 @@ void AgentLink::ArmSweep() {
         ++it;
       }
     }
-    if (!pending_.empty()) ArmSweep();
+    bool any_deadline = false;
+    for (auto& [pid, p] : pending_) any_deadline |= p.deadline != std::chrono::steady_clock::time_point::max();
+    if (any_deadline) ArmSweep();
   });
 }
 
@@ -237,6 +241,12 @@ void AgentLink::WriteEof(uint32_t ch) {
   if (it == outbound_.end() || closed_) return;
   it->second.eof_pending = true;
   PumpOutbound(ch, it->second);
+}
+
+void AgentLink::AbortOutbound(uint32_t ch) {
+  if (!outbound_.count(ch)) return;
+  DropOutbound(ch);
+  if (!closed_) Send(link::FrameType::kReset, ch, {});
 }
 
 void AgentLink::DropOutbound(uint32_t ch) {

@@ -44,7 +44,11 @@ class AgentLink : public std::enable_shared_from_this<AgentLink> {
   void Close();
   bool closed() const { return closed_; }
 
-  void Call(const std::string& op, nlohmann::json params, ReplyFn reply);
+  // `timeout` 0 uses the link's default; kNoDeadline waits as long as the link
+  // lives (streaming transfers and lock waits, which make progress elsewhere).
+  static constexpr std::chrono::milliseconds kNoDeadline = std::chrono::milliseconds::max();
+  void Call(const std::string& op, nlohmann::json params, ReplyFn reply,
+            std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
 
   uint32_t NewChannel() { return next_channel_++; }
 
@@ -62,6 +66,9 @@ class AgentLink : public std::enable_shared_from_this<AgentLink> {
   void Write(uint32_t ch, std::string_view data);
   void WriteEof(uint32_t ch);
   void DropOutbound(uint32_t ch);
+  // Abandons a channel we write: queued data is dropped and the agent gets
+  // RESET (it discards the transfer, e.g. an aborted writeFile).
+  void AbortOutbound(uint32_t ch);
   size_t PendingBytes() const { return pending_out_bytes_; }
   // Called whenever queued outbound data drains below the low-water mark.
   void SetDrainHandler(std::function<void()> fn) { on_drain_ = std::move(fn); }
