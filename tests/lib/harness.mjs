@@ -80,13 +80,17 @@ export class Daemon {
   }
 
   /** Starts the daemon. Tokens are created first so a daemon that caches tokens at start-up sees them. */
-  async start({ orgs = ["a"], extraArgs = [], startTimeoutMs = 30_000 } = {}) {
+  async start({ orgs = ["a"], extraArgs = [], startTimeoutMs = 30_000, restart = false } = {}) {
     if (!existsSync(SANDBOXD_BIN)) throw new Error(`sandboxd binary not found at ${SANDBOXD_BIN} (set SANDBOXD_BIN)`);
-    this.dataDir = mkdtempSync(join(tmpdir(), TMP_PREFIX));
-    // Owner marker: lets the leak suite tell a leftover dir of a dead run from one in use.
-    writeFileSync(join(this.dataDir, ".harness-owner"), JSON.stringify({ pid: process.pid, started: Date.now() }));
-    this.logPath = join(this.dataDir, "sandboxd.log");
-    for (const org of orgs) this.tokens[org] = this.createToken(org);
+    if (!restart) {
+      this.dataDir = mkdtempSync(join(tmpdir(), TMP_PREFIX));
+      // Owner marker: lets the leak suite tell a leftover dir of a dead run from one in use.
+      writeFileSync(join(this.dataDir, ".harness-owner"), JSON.stringify({ pid: process.pid, started: Date.now() }));
+      this.logPath = join(this.dataDir, "sandboxd.log");
+      for (const org of orgs) this.tokens[org] = this.createToken(org);
+    } else if (this.isRunning()) {
+      throw new Error("restart: the daemon is still running");
+    }
 
     const logFd = openSync(this.logPath, "a");
     this.proc = spawn(SANDBOXD_BIN, ["serve", "--listen", "127.0.0.1:0", "--data-dir", this.dataDir, ...extraArgs], {
