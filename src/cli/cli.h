@@ -31,6 +31,7 @@ void RegisterExec(CLI::App& app, Context& ctx);
 void RegisterList(CLI::App& app, Context& ctx);
 void RegisterKill(CLI::App& app, Context& ctx);
 void RegisterExtend(CLI::App& app, Context& ctx);
+void RegisterCp(CLI::App& app, Context& ctx);
 
 int Run(int argc, char** argv);
 

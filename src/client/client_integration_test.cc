@@ -1,6 +1,11 @@
 // Integration test: the real daemon, the client library and the `sandbox`
 // CLI. The daemon binary comes from $SANDBOXD_BIN, else `sandboxd` next to
-// this test binary; without it every test is skipped.
+// this test binary; without it every test is skipped. $SANDBOXD_AGENT, when
+// set, is passed as `--agent` (to try an agent built elsewhere).
+//
+// The filesystem tests (FsIntegrationTest) skip only when the daemon answers
+// that fs methods are unsupported (ENOSYS from the agent, or JSON-RPC
+// "Method not found"); any other failure fails them.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -11,6 +16,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -150,6 +157,11 @@ class Daemon {
     pid_ = fork();
     if (pid_ == 0) {
       dup2(p[1], 1);
+      const char* agent = std::getenv("SANDBOXD_AGENT");
+      if (agent && *agent) {
+        execl(bin_.c_str(), bin_.c_str(), "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir_.c_str(),
+              "--agent", agent, static_cast<char*>(nullptr));
+      }
       execl(bin_.c_str(), bin_.c_str(), "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir_.c_str(),
             static_cast<char*>(nullptr));
       _exit(127);
@@ -374,6 +386,281 @@ TEST_F(IntegrationTest, UnknownSandbox) {
   EXPECT_EQ(sb.error().http_status, 404);
   EXPECT_EQ(sb.error().code, "SANDBOX_NOT_FOUND");
   EXPECT_FALSE(client_->Kill("sbx_ord_00000000000000000000").has_value());
+}
+
+// --- filesystem ---------------------------------------------------------------
+
+// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+std::string PseudoRandom(size_t n, std::uint64_t seed) {
+  std::string out(n, '\0');
+  std::uint64_t x = seed | 1;
+  for (size_t i = 0; i < n; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    out[i] = static_cast<char>(x >> 24);
+  }
+  return out;
+}
+
+std::string ReadLocal(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void WriteLocal(const fs::path& p, const std::string& data) {
+  std::ofstream out(p, std::ios::binary);
+  out << data;
+}
+
+// A tree as "relative path → d | f:<content> | l:<target>".
+std::map<std::string, std::string> Snapshot(const fs::path& root) {
+  std::map<std::string, std::string> out;
+  for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator(); ++it) {
+    std::string rel = it->path().lexically_relative(root).string();
+    if (it->is_symlink()) {
+      out[rel] = "l:" + fs::read_symlink(it->path()).string();
+    } else if (it->is_directory()) {
+      out[rel] = "d";
+    } else {
+      out[rel] = "f:" + ReadLocal(it->path());
+    }
+  }
+  return out;
+}
+
+// A scratch directory removed at the end of the test.
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/sbx-fs-it-XXXXXX";
+    path_ = mkdtemp(tmpl);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+bool IsUnsupported(const Error& e) {
+  return e.code == "ENOSYS" || e.message.find("Method not found") != std::string::npos;
+}
+
+class FsIntegrationTest : public IntegrationTest {
+ protected:
+  void SetUp() override {
+    IntegrationTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    CreateOptions o;
+    o.timeout = "5m";  // the CLI connects separately
+    auto sb = Sandbox::Create(*client_, o);
+    ASSERT_TRUE(sb.has_value()) << sb.error().ToString();
+    sb_.emplace(std::move(*sb));
+    auto probe = sb_->ReadTextFile("/etc/hostname");
+    if (!probe && IsUnsupported(probe.error())) {
+      GTEST_SKIP() << "the daemon/agent does not support filesystem methods yet: " << probe.error().ToString();
+    }
+    ASSERT_TRUE(probe.has_value()) << probe.error().ToString();
+  }
+  void TearDown() override {
+    if (sb_) (void)sb_->Kill();
+    for (auto& id : extra_) Cli({"kill", id});
+  }
+  std::string CreateViaCli() {
+    auto created = Cli({"create", "--timeout", "5m"});
+    EXPECT_EQ(created.exit_code, 0);
+    std::string id = Trim(created.out);
+    extra_.push_back(id);
+    return id;
+  }
+  // A tree with nested dirs, an empty file, a symlink and a unicode name.
+  static void MakeTree(const fs::path& root) {
+    fs::create_directories(root / "a" / "b" / "c");
+    WriteLocal(root / "a" / "one.txt", "one\n");
+    WriteLocal(root / "empty", "");
+    WriteLocal(root / "a" / "b" / "h\xC3\xA9llo w\xC3\xB6rld \xE2\x98\x83.txt", "unicode\n");
+    WriteLocal(root / "a" / "b" / "c" / "data.bin", PseudoRandom(300'000, 7));
+    fs::create_symlink("a/one.txt", root / "link");
+  }
+
+  std::optional<Sandbox> sb_;
+  std::vector<std::string> extra_;
+};
+
+TEST_F(FsIntegrationTest, StreamedRoundTrip20MB) {
+  TempDir tmp;
+  const std::string data = PseudoRandom(20'000'000, 42);
+  WriteLocal(tmp.path() / "up.bin", data);
+  int in = open((tmp.path() / "up.bin").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(in, 0);
+  std::uint64_t last_progress = 0;
+  auto sent = sb_->WriteFileFrom("/tmp/big.bin", in, {}, [&](std::uint64_t n) { last_progress = n; });
+  close(in);
+  ASSERT_TRUE(sent.has_value()) << sent.error().ToString();
+  EXPECT_EQ(*sent, data.size());
+  EXPECT_EQ(last_progress, data.size());
+
+  auto st = sb_->Stat("/tmp/big.bin");
+  ASSERT_TRUE(st.has_value()) << st.error().ToString();
+  EXPECT_TRUE(st->is_file);
+  EXPECT_FALSE(st->is_directory);
+  EXPECT_EQ(st->size, data.size());
+  EXPECT_EQ(st->raw.size(), 21u) << st->raw.dump();
+
+  int out = open((tmp.path() / "down.bin").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  ASSERT_GE(out, 0);
+  auto got = sb_->DownloadTo("/tmp/big.bin", out);
+  close(out);
+  ASSERT_TRUE(got.has_value()) << got.error().ToString();
+  EXPECT_EQ(*got, data.size());
+  EXPECT_TRUE(ReadLocal(tmp.path() / "down.bin") == data) << "downloaded bytes differ";
+
+  auto inline_read = sb_->ReadFile("/tmp/big.bin");
+  ASSERT_TRUE(inline_read.has_value()) << inline_read.error().ToString();
+  EXPECT_TRUE(*inline_read == data) << "readFile bytes differ";
+
+  // In-memory WriteFile above the inline limit streams too.
+  ASSERT_TRUE(sb_->WriteFile("/tmp/big2.bin", data).has_value());
+  auto again = sb_->ReadFile("/tmp/big2.bin");
+  ASSERT_TRUE(again.has_value()) << again.error().ToString();
+  EXPECT_TRUE(*again == data);
+}
+
+TEST_F(FsIntegrationTest, InlineWriteStatAndErrors) {
+  ASSERT_TRUE(sb_->WriteFile("/tmp/small.txt", "hello").has_value());
+  auto text = sb_->ReadTextFile("/tmp/small.txt");
+  ASSERT_TRUE(text.has_value()) << text.error().ToString();
+  EXPECT_EQ(*text, "hello");
+  WriteFileOptions append;
+  append.append = true;
+  ASSERT_TRUE(sb_->WriteFile("/tmp/small.txt", " world", append).has_value());
+  EXPECT_EQ(sb_->ReadFile("/tmp/small.txt").value_or(""), "hello world");
+  WriteFileOptions create_new;
+  create_new.create_new = true;
+  auto exists = sb_->WriteFile("/tmp/small.txt", "x", create_new);
+  ASSERT_FALSE(exists.has_value());
+  EXPECT_EQ(exists.error().code, "EEXIST") << exists.error().ToString();
+
+  auto missing = sb_->Stat("/tmp/does-not-exist");
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_EQ(missing.error().code, "ENOENT");
+  EXPECT_EQ(missing.error().kind, "NotFound");
+  auto denied = sb_->WriteFile("/root/x", "x");
+  ASSERT_FALSE(denied.has_value());
+  EXPECT_EQ(denied.error().code, "EACCES") << denied.error().ToString();
+  int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  auto dl = sb_->DownloadTo("/tmp/does-not-exist", devnull);
+  close(devnull);
+  ASSERT_FALSE(dl.has_value());
+  EXPECT_EQ(dl.error().code, "ENOENT");
+}
+
+TEST_F(FsIntegrationTest, MkdirReadDirSymlinkRealPathRemove) {
+  ASSERT_TRUE(sb_->Mkdir("/tmp/d/e/f", /*recursive=*/true).has_value());
+  auto again = sb_->Mkdir("/tmp/d");
+  ASSERT_FALSE(again.has_value());
+  EXPECT_EQ(again.error().code, "EEXIST");
+  ASSERT_TRUE(sb_->WriteFile("/tmp/d/file.txt", "x").has_value());
+  ASSERT_TRUE(sb_->Symlink("e/f", "/tmp/d/lnk").has_value());
+  auto entries = sb_->ReadDir("/tmp/d");
+  ASSERT_TRUE(entries.has_value()) << entries.error().ToString();
+  std::map<std::string, std::string> kinds;
+  for (auto& e : *entries) kinds[e.name] = e.is_symlink ? "l" : e.is_directory ? "d" : e.is_file ? "f" : "?";
+  EXPECT_EQ(kinds, (std::map<std::string, std::string>{{"e", "d"}, {"file.txt", "f"}, {"lnk", "l"}}));
+  EXPECT_EQ(sb_->RealPath("/tmp/d/lnk").value_or(""), "/tmp/d/e/f");
+  EXPECT_EQ(sb_->ReadLink("/tmp/d/lnk").value_or(""), "e/f");
+  auto lst = sb_->Lstat("/tmp/d/lnk");
+  ASSERT_TRUE(lst.has_value());
+  EXPECT_TRUE(lst->is_symlink);
+  auto not_empty = sb_->Remove("/tmp/d");
+  EXPECT_FALSE(not_empty.has_value());
+  ASSERT_TRUE(sb_->Remove("/tmp/d", /*recursive=*/true).has_value());
+  EXPECT_EQ(sb_->Stat("/tmp/d").error().code, "ENOENT");
+}
+
+TEST_F(FsIntegrationTest, Walk) {
+  ASSERT_TRUE(sb_->Mkdir("/tmp/w/x/y", true).has_value());
+  ASSERT_TRUE(sb_->WriteFile("/tmp/w/x/y/z.txt", "z").has_value());
+  ASSERT_TRUE(sb_->WriteFile("/tmp/w/top.txt", "t").has_value());
+  ASSERT_TRUE(sb_->Symlink("top.txt", "/tmp/w/sl").has_value());
+  auto entries = sb_->Walk("/tmp/w");
+  ASSERT_TRUE(entries.has_value()) << entries.error().ToString();
+  ASSERT_FALSE(entries->empty());
+  EXPECT_EQ((*entries)[0].path, "/tmp/w");  // root first
+  std::map<std::string, std::string> seen;
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < entries->size(); ++i) {
+    const auto& e = (*entries)[i];
+    seen[e.path] = e.is_symlink ? "l" : e.is_directory ? "d" : "f";
+    index[e.path] = i;
+  }
+  EXPECT_EQ(seen, (std::map<std::string, std::string>{{"/tmp/w", "d"},
+                                                      {"/tmp/w/x", "d"},
+                                                      {"/tmp/w/x/y", "d"},
+                                                      {"/tmp/w/x/y/z.txt", "f"},
+                                                      {"/tmp/w/top.txt", "f"},
+                                                      {"/tmp/w/sl", "l"}}));
+  EXPECT_LT(index["/tmp/w/x"], index["/tmp/w/x/y"]);  // directories before contents
+  EXPECT_LT(index["/tmp/w/x/y"], index["/tmp/w/x/y/z.txt"]);
+  WalkOptions files_only;
+  files_only.include_dirs = false;
+  files_only.include_symlinks = false;
+  auto files = sb_->Walk("/tmp/w", files_only);
+  ASSERT_TRUE(files.has_value());
+  EXPECT_EQ(files->size(), 2u);
+  auto missing = sb_->Walk("/tmp/nope");
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_EQ(missing.error().code, "ENOENT");
+}
+
+TEST_F(FsIntegrationTest, CliCpTreeUpAndDown) {
+  TempDir tmp;
+  MakeTree(tmp.path() / "tree");
+  const std::string& id = sb_->id();
+  auto up = Cli({"cp", (tmp.path() / "tree").string(), id + ":/tmp"});
+  ASSERT_EQ(up.exit_code, 0);
+  // /tmp exists, so the tree lands in /tmp/tree.
+  EXPECT_EQ(sb_->ReadLink("/tmp/tree/link").value_or(""), "a/one.txt");
+  fs::create_directories(tmp.path() / "back");
+  auto down = Cli({"cp", id + ":/tmp/tree", (tmp.path() / "back").string()});
+  ASSERT_EQ(down.exit_code, 0);
+  EXPECT_EQ(Snapshot(tmp.path() / "tree"), Snapshot(tmp.path() / "back" / "tree"));
+
+  // A single file, to a new name.
+  ASSERT_EQ(Cli({"cp", id + ":/tmp/tree/a/one.txt", (tmp.path() / "one-copy").string()}).exit_code, 0);
+  EXPECT_EQ(ReadLocal(tmp.path() / "one-copy"), "one\n");
+  // Errors: missing source, permission denied inside, unknown sandbox.
+  EXPECT_EQ(Cli({"cp", id + ":/tmp/nope", tmp.path().string()}).exit_code, 1);
+  EXPECT_EQ(Cli({"cp", (tmp.path() / "one-copy").string(), id + ":/root/x"}).exit_code, 1);
+  EXPECT_EQ(Cli({"cp", (tmp.path() / "one-copy").string(), "sbx_ord_00000000000000000000:/tmp"}).exit_code, 1);
+  EXPECT_EQ(Cli({"cp", (tmp.path() / "nope").string(), id + ":/tmp"}).exit_code, 1);
+}
+
+TEST_F(FsIntegrationTest, CliCpSandboxToSandbox) {
+  TempDir tmp;
+  MakeTree(tmp.path() / "tree");
+  std::string b = CreateViaCli();
+  ASSERT_EQ(Cli({"cp", (tmp.path() / "tree").string(), sb_->id() + ":/tmp/src"}).exit_code, 0);
+  ASSERT_EQ(Cli({"cp", sb_->id() + ":/tmp/src", b + ":/home/app/dst"}).exit_code, 0);
+  ASSERT_EQ(Cli({"cp", b + ":/home/app/dst", (tmp.path() / "back").string()}).exit_code, 0);
+  EXPECT_EQ(Snapshot(tmp.path() / "tree"), Snapshot(tmp.path() / "back"));
+}
+
+TEST_F(FsIntegrationTest, CliCpGlob) {
+  ASSERT_TRUE(sb_->Mkdir("/tmp/g", true).has_value());
+  for (const char* name : {"a.txt", "b.txt", "c.log"}) {
+    ASSERT_TRUE(sb_->WriteFile(std::string("/tmp/g/") + name, name).has_value());
+  }
+  TempDir tmp;
+  auto r = Cli({"cp", sb_->id() + ":/tmp/g/*.txt", (tmp.path() / "out").string() + "/"});
+  ASSERT_EQ(r.exit_code, 0);
+  EXPECT_EQ(Snapshot(tmp.path() / "out"),
+            (std::map<std::string, std::string>{{"a.txt", "f:a.txt"}, {"b.txt", "f:b.txt"}}));
+  EXPECT_EQ(Cli({"cp", sb_->id() + ":/tmp/g/*.none", tmp.path().string()}).exit_code, 1);
 }
 
 }  // namespace

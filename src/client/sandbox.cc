@@ -1,29 +1,15 @@
 #include "client/sandbox.h"
 
 #include <atomic>
-#include <condition_variable>
-#include <deque>
-#include <map>
-#include <mutex>
-#include <thread>
 
-#include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/beast/websocket.hpp>
+
+#include "client/connection.h"
 
 namespace sandboxd::client {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
 namespace http = beast::http;
-namespace websocket = beast::websocket;
 using tcp = asio::ip::tcp;
-using json = nlohmann::json;
 
 namespace {
 
@@ -35,122 +21,7 @@ constexpr auto kCloseTimeout = std::chrono::seconds(30);
 
 }  // namespace
 
-// Shared between the user-facing Process handles and the I/O thread; guarded
-// by the owning Connection's mutex (callbacks are immutable after creation).
-struct ProcessState {
-  std::int64_t pid = 0;
-  std::optional<std::int64_t> stdin_id, stdout_id, stderr_id;
-  OutputCallback on_stdout, on_stderr;
-  bool stdout_done = true, stderr_done = true;
-  bool stdin_closed = false;
-  bool stdin_cancelled = false;
-  std::optional<Result<ProcessStatus>> status;
-  std::string stdout_buf, stderr_buf;
-};
-
-// One WebSocket connection plus its I/O thread. All members below `mu_` are
-// guarded by it; ws_, write queue, read buffer and timer are touched only on
-// the I/O thread.
-class Connection {
- public:
-  using Completion = std::function<void(Result<json>)>;
-
-  static Result<std::shared_ptr<Connection>> Open(const Client& client, const std::string& target,
-                                                  const std::vector<std::pair<std::string, std::string>>& headers,
-                                                  std::string* sandbox_id);
-  ~Connection() { Shutdown(); }
-
-  // Blocking RPC.
-  Result<json> Call(std::string_view method, json params);
-  // Non-blocking RPC; `done` runs on the I/O thread (or inline if closed).
-  void CallAsync(std::string_view method, json params, Completion done);
-  // Queues a text frame; blocks until it was written (or the connection died).
-  Status SendAndWait(std::string text);
-  // Attaches a spawned process's output streams; runs on the I/O thread so
-  // that buffered and new chunks stay in order. Also sends processWait.
-  void AttachProcess(std::shared_ptr<ProcessState> proc);
-  // Waits until `pred` holds (under the lock) or the deadline passes.
-  template <typename Pred>
-  bool WaitUntil(Pred pred, std::optional<std::chrono::steady_clock::time_point> deadline) {
-    std::unique_lock lock(mu_);
-    if (deadline) return cv_.wait_until(lock, *deadline, [&] { return pred(); });
-    cv_.wait(lock, [&] { return pred(); });
-    return true;
-  }
-  std::mutex& mu() { return mu_; }
-  void Notify() { cv_.notify_all(); }
-  bool OnIoThread() const { return std::this_thread::get_id() == io_thread_id_; }
-  bool closed() {
-    std::lock_guard lock(mu_);
-    return closed_;
-  }
-  Error close_error() {
-    std::lock_guard lock(mu_);
-    return close_error_;
-  }
-  // Close handshake, then stop the thread. Idempotent.
-  Status Close();
-  // Waits for the server to close the socket.
-  bool WaitClosed(std::chrono::milliseconds timeout) {
-    return WaitUntil([this] { return closed_; }, std::chrono::steady_clock::now() + timeout);
-  }
-
- private:
-  struct Slot {
-    std::optional<Result<json>> result;
-    Completion done;  // when set, called instead of filling `result`
-  };
-  struct InStream {  // a server → client stream
-    std::deque<std::string> buffered;
-    bool ended = false;
-    std::optional<Error> error;
-    std::shared_ptr<ProcessState> owner;
-    bool is_stdout = true;
-  };
-  struct Outgoing {
-    std::string text;
-    std::function<void(Status)> done;
-  };
-
-  Connection() : ws_(ioc_), ping_timer_(ioc_), guard_(asio::make_work_guard(ioc_)) {}
-
-  void Start();
-  void Shutdown();
-  void Post(std::function<void()> fn) { asio::post(ioc_, std::move(fn)); }
-  // I/O thread only:
-  void Enqueue(std::string text, std::function<void(Status)> done);
-  void WriteNext();
-  void ReadNext();
-  void ScheduleKeepalive();
-  void HandleMessage(std::string_view text);
-  void HandleStream(StreamNotification n);
-  void Deliver(const std::shared_ptr<ProcessState>& p, bool is_stdout, std::string chunk);
-  void FinishStream(const std::shared_ptr<ProcessState>& p, bool is_stdout);
-  void MarkClosed(Error why);
-  void StartClose();
-
-  asio::io_context ioc_;
-  websocket::stream<beast::tcp_stream> ws_;
-  asio::steady_timer ping_timer_;
-  asio::executor_work_guard<asio::io_context::executor_type> guard_;
-  beast::flat_buffer read_buf_;
-  std::deque<Outgoing> writes_;
-  bool writing_ = false;
-  bool close_requested_ = false;
-  bool close_sent_ = false;
-  std::thread thread_;
-  std::thread::id io_thread_id_;
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool closed_ = false;
-  Error close_error_;
-  std::int64_t next_id_ = 0;
-  std::map<std::int64_t, std::shared_ptr<Slot>> pending_;
-  std::map<std::int64_t, InStream> in_streams_;
-  std::map<std::int64_t, std::weak_ptr<ProcessState>> stdin_owners_;
-  std::vector<std::weak_ptr<ProcessState>> processes_;
-};
+std::int64_t NextClientStreamId() { return g_next_client_stream_id.fetch_add(1); }
 
 Result<std::shared_ptr<Connection>> Connection::Open(
     const Client& client, const std::string& target,
@@ -355,6 +226,7 @@ void Connection::ScheduleKeepalive() {
 
 void Connection::MarkClosed(Error why) {
   std::vector<std::shared_ptr<Slot>> callbacks;
+  std::vector<std::pair<std::int64_t, StreamSink>> sinks;
   {
     std::lock_guard lock(mu_);
     if (closed_) return;
@@ -374,11 +246,15 @@ void Connection::MarkClosed(Error why) {
         if (!p->status) p->status = Fail(why.Wrap("waiting for process"));
       }
     }
+    for (auto& [sid, s] : in_streams_) {
+      if (s.sink) sinks.emplace_back(sid, s.sink);
+    }
     in_streams_.clear();
   }
   ping_timer_.cancel();
   cv_.notify_all();
   for (auto& slot : callbacks) slot->done(Fail(why));
+  for (auto& [sid, sink] : sinks) sink(StreamNotification{StreamEvent::kError, sid, {}, why});
 }
 
 void Connection::HandleMessage(std::string_view text) {
@@ -414,6 +290,7 @@ void Connection::HandleStream(StreamNotification n) {
   bool is_stdout = true;
   if (n.event == StreamEvent::kCancel) {  // server cancels one of our streams
     std::lock_guard lock(mu_);
+    cancelled_out_.insert(n.stream_id);
     auto it = stdin_owners_.find(n.stream_id);
     if (it != stdin_owners_.end()) {
       if (auto p = it->second.lock()) p->stdin_cancelled = true;
@@ -422,13 +299,21 @@ void Connection::HandleStream(StreamNotification n) {
     return;
   }
   {
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
     auto it = in_streams_.find(n.stream_id);
     if (it == in_streams_.end()) {
       // Lenient: data without start is parked too (the SDK would drop it).
       it = in_streams_.emplace(n.stream_id, InStream{}).first;
     }
     InStream& s = it->second;
+    if (s.sink) {
+      StreamSink sink = s.sink;
+      bool last = n.event == StreamEvent::kEnd || n.event == StreamEvent::kError;
+      if (last) in_streams_.erase(it);
+      lock.unlock();
+      sink(n);
+      return;
+    }
     if (!s.owner) {
       switch (n.event) {
         case StreamEvent::kEnqueue:
@@ -609,6 +494,49 @@ Status Connection::SendAndWait(std::string text) {
   return Fail(close_error_);
 }
 
+void Connection::SendAsync(std::string text, std::function<void(Status)> done) {
+  Post([this, text = std::move(text), done = std::move(done)]() mutable { Enqueue(std::move(text), std::move(done)); });
+}
+
+void Connection::AttachSink(std::int64_t stream_id, StreamSink sink) {
+  Post([this, stream_id, sink = std::move(sink)] {
+    std::deque<std::string> buffered;
+    bool ended = false;
+    std::optional<Error> error;
+    {
+      std::lock_guard lock(mu_);
+      if (closed_) {
+        ended = true;
+        error = close_error_;
+      } else {
+        InStream& s = in_streams_[stream_id];
+        buffered = std::move(s.buffered);
+        ended = s.ended;
+        error = s.error;
+        if (ended) {
+          in_streams_.erase(stream_id);
+        } else {
+          s.buffered.clear();
+          s.sink = sink;
+        }
+      }
+    }
+    for (auto& chunk : buffered) {
+      StreamNotification n{StreamEvent::kEnqueue, stream_id, std::move(chunk), std::nullopt};
+      sink(n);
+    }
+    if (ended) {
+      StreamNotification n{error ? StreamEvent::kError : StreamEvent::kEnd, stream_id, {}, error};
+      sink(n);
+    }
+  });
+}
+
+bool Connection::OutStreamCancelled(std::int64_t stream_id) {
+  std::lock_guard lock(mu_);
+  return cancelled_out_.count(stream_id) > 0;
+}
+
 // ---------------------------------------------------------------------------
 // Process
 
@@ -766,7 +694,7 @@ Result<Process> Sandbox::Spawn(std::string_view command, const std::vector<std::
   }
   if (options.cwd) params["cwd"] = *options.cwd;
   if (options.stdin_mode == Stdio::kPiped) {
-    state->stdin_id = g_next_client_stream_id.fetch_add(1);
+    state->stdin_id = NextClientStreamId();
     params["stdinStreamId"] = *state->stdin_id;
     auto s = conn_->SendAndWait(MakeStreamNotification(StreamEvent::kStart, *state->stdin_id));
     if (!s) return std::unexpected(s.error());

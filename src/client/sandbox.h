@@ -60,6 +60,61 @@ struct SpawnOptions {
   OutputCallback on_stderr;
 };
 
+// --- filesystem (WIRE.md §4.2–§4.4) -------------------------------------------
+
+// FileInfo of stat/lstat: the commonly used keys, plus the whole object.
+struct FileInfo {
+  bool is_file = false;
+  bool is_directory = false;
+  bool is_symlink = false;
+  std::uint64_t size = 0;
+  std::uint32_t mode = 0;  // full st_mode
+  std::string mtime;       // ISO-8601 as sent
+  nlohmann::json raw;
+};
+Result<FileInfo> DecodeFileInfo(const nlohmann::json& ok);
+
+struct DirEntry {
+  std::string name;
+  bool is_file = false;
+  bool is_directory = false;
+  bool is_symlink = false;
+};
+
+// One record of a walk/expandGlob stream.
+struct WalkEntry {
+  std::string path;
+  std::string name;
+  bool is_file = false;
+  bool is_directory = false;
+  bool is_symlink = false;
+};
+// Decodes one record (the UTF-8 JSON text of one enqueue chunk).
+Result<WalkEntry> DecodeWalkEntry(std::string_view chunk);
+
+struct WriteFileOptions {
+  bool append = false;
+  std::optional<bool> create;  // server default: true
+  bool create_new = false;
+  std::optional<std::uint32_t> mode;
+};
+// The `options` object for writeFile (omits defaults; null when empty).
+nlohmann::json WriteFileOptionsJson(const WriteFileOptions& options);
+
+struct WalkOptions {
+  std::optional<int> max_depth;
+  bool include_files = true;
+  bool include_dirs = true;
+  bool include_symlinks = true;
+  bool follow_symlinks = false;
+};
+
+// Progress of a transfer: bytes moved so far. Called on the calling thread.
+using ProgressCallback = std::function<void(std::uint64_t bytes)>;
+
+// Local I/O failure during a transfer (the message names the errno).
+inline constexpr char kLocalIo[] = "LOCAL_IO";
+
 // A process running in a sandbox. Cheap to copy (shared handle); every copy
 // refers to the same process. All methods are thread-safe.
 class Process {
@@ -124,6 +179,48 @@ class Sandbox {
 
   Status EnvSet(std::string_view key, std::string_view value);
   Result<std::optional<std::string>> EnvGet(std::string_view key);
+
+  // --- filesystem. Paths are sandbox paths (relative ones resolve against
+  // /home/app). Failures carry the server's code ("ENOENT", "EACCES", ...)
+  // and constructorName in Error::kind ("NotFound", ...). Blocking; callable
+  // from several threads (each call is independent on the connection).
+
+  // readFile: the whole file inline in one message (the server refuses files
+  // above 64 MiB; use DownloadTo for those).
+  Result<std::string> ReadFile(std::string_view path);
+  Result<std::string> ReadTextFile(std::string_view path);
+  // writeFile: inline base64 `content` up to kInlineWriteMax bytes, otherwise
+  // streamed like WriteFileFrom.
+  static constexpr std::size_t kInlineWriteMax = 1 << 20;
+  Status WriteFile(std::string_view path, std::string_view bytes, const WriteFileOptions& options = {});
+  // writeFile with `contentStreamId`: reads `fd` until EOF and sends chunks of
+  // at most 64 KiB. Memory stays bounded: at most kUploadWindow bytes are
+  // queued on the socket (the protocol has no back-pressure, so the pace is
+  // the TCP send rate). Returns the number of bytes sent. A local read
+  // failure sends $sandbox.stream.error and returns LOCAL_IO.
+  static constexpr std::size_t kUploadWindow = 1 << 20;
+  Result<std::uint64_t> WriteFileFrom(std::string_view path, int fd, const WriteFileOptions& options = {},
+                                      const ProgressCallback& progress = nullptr);
+  // fs.download for one file: open {read:true}, fileRead {length: 65536}
+  // until data is null, fileClose; bytes go to `fd`. Reads are issued one at
+  // a time: the agent serves a handle's requests on a thread pool and may
+  // answer in any order, so pipelined reads on one handle (without seeks)
+  // could reorder data. Returns the number of bytes written.
+  Result<std::uint64_t> DownloadTo(std::string_view path, int fd, const ProgressCallback& progress = nullptr,
+                                   std::size_t chunk = 64 * 1024);
+  Result<FileInfo> Stat(std::string_view path);
+  Result<FileInfo> Lstat(std::string_view path);
+  Status Mkdir(std::string_view path, bool recursive = false, std::optional<std::uint32_t> mode = std::nullopt);
+  Status Remove(std::string_view path, bool recursive = false);
+  Result<std::vector<DirEntry>> ReadDir(std::string_view path);
+  Result<std::string> RealPath(std::string_view path);
+  Result<std::string> ReadLink(std::string_view path);
+  // Creates `path` as a symlink whose content is `target` (verbatim).
+  Status Symlink(std::string_view target, std::string_view path);
+  // walk: entries in the server's (pre-)order, root first.
+  Result<std::vector<WalkEntry>> Walk(std::string_view path, const WalkOptions& options = {});
+  // expandGlob {glob, includeDirs}: matches sorted by the server.
+  Result<std::vector<WalkEntry>> ExpandGlob(std::string_view glob, bool include_dirs = true);
 
   // REST DELETE, then waits (up to 30 s) until the server closed the socket.
   Status Kill();
