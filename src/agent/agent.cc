@@ -10,11 +10,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <deque>
 #include <cerrno>
 #include <limits>
 
 #include <nlohmann/json.hpp>
 
+#include "agent/fs_walk.h"
 #include "agent/log.h"
 #include "agent/request.h"
 
@@ -44,8 +46,12 @@ constexpr uint32_t kWindowBatch = 64u * 1024;
 constexpr int kMaxJsonDepth = 16;
 // How long Shutdown() waits for killed children to be reaped.
 constexpr int kShutdownReapMs = 2000;
+// Pool threads for short filesystem ops, and the most threads for ops that
+// may block for long (streams, fileLock) at once.
+constexpr size_t kFsThreads = 4;
+constexpr size_t kMaxDedicatedThreads = 256;
 
-enum class Tag : uint32_t { kLink = 1, kSignal, kOut, kIn, kExec };
+enum class Tag : uint32_t { kLink = 1, kSignal, kOut, kIn, kExec, kFs };
 
 uint64_t Key(Tag tag, uint32_t id) { return (uint64_t{static_cast<uint32_t>(tag)} << 32) | id; }
 
@@ -109,6 +115,14 @@ Result<std::unique_ptr<Agent>> Agent::Create(UniqueFd link) {
   if (!agent->Watch(agent->link_.get(), Key(Tag::kLink, 0), EPOLLIN)) {
     return FailErrno("epoll add link");
   }
+  auto queue = LoopQueue::Create();
+  if (!queue) return std::unexpected(queue.error());
+  agent->loop_queue_ = std::move(*queue);
+  if (!agent->Watch(agent->loop_queue_->fd(), Key(Tag::kFs, 0), EPOLLIN)) {
+    return FailErrno("epoll add eventfd");
+  }
+  // After the signal mask is set: the threads inherit it.
+  agent->pool_ = std::make_unique<WorkerPool>(kFsThreads, kMaxDedicatedThreads);
   return agent;
 }
 
@@ -117,6 +131,7 @@ Agent::~Agent() = default;
 int Agent::Run() {
   SendControl(json{{"event", "ready"}, {"version", kProtocolVersion}});
   while (!done_) {
+    if (!file_outs_ready_.empty() && !congested_) PumpFileOuts();
     FlushLink();
     if (done_) break;
     epoll_event events[32];
@@ -148,6 +163,7 @@ int Agent::Run() {
           case Tag::kOut: OnOutReadable(id); break;
           case Tag::kIn: OnInEvent(id, events[i].events); break;
           case Tag::kExec: OnExecStatus(static_cast<pid_t>(id)); break;
+          case Tag::kFs: loop_queue_->RunPending(); break;
         }
       } catch (const std::exception& e) {
         Log("internal error: %s", e.what());
@@ -198,6 +214,22 @@ void Agent::HandleFrame(link::Frame& f) {
       HandleControl(f.payload);
       return;
     case FrameType::kData: {
+      if (auto fi = file_ins_.find(f.channel); fi != file_ins_.end()) {
+        FileIn& in = fi->second;
+        if (in.eof || in.reset) return;
+        if (f.payload.size() > in.window) {
+          Log("channel %u: DATA of %zu bytes exceeds credit %u; resetting", f.channel, f.payload.size(),
+              in.window);
+          link::AppendFrame(out_, FrameType::kReset, f.channel, "");
+          UpdateCongestion();
+          in.reset = true;  // the worker fails with ECANCELED; that is the reply
+          in.stream->Cancel();
+          return;
+        }
+        in.window -= static_cast<uint32_t>(f.payload.size());
+        in.stream->Feed(std::move(f.payload));
+        return;
+      }
       auto it = ins_.find(f.channel);
       if (it == ins_.end()) return;  // unknown or closed: ignored by design
       InChannel& ch = it->second;
@@ -226,6 +258,13 @@ void Agent::HandleFrame(link::Frame& f) {
       return;
     }
     case FrameType::kEof: {
+      if (auto fi = file_ins_.find(f.channel); fi != file_ins_.end()) {
+        if (!fi->second.reset) {
+          fi->second.eof = true;
+          fi->second.stream->Eof();
+        }
+        return;
+      }
       auto it = ins_.find(f.channel);
       if (it == ins_.end()) return;
       it->second.eof = true;
@@ -233,9 +272,16 @@ void Agent::HandleFrame(link::Frame& f) {
       return;
     }
     case FrameType::kWindow: {
+      auto credit = link::ParseWindow(f.payload);
+      if (auto fo = file_outs_.find(f.channel); fo != file_outs_.end()) {
+        if (credit && !fo->second.reset) {
+          fo->second.credit += *credit;
+          file_outs_ready_.push_back(f.channel);
+        }
+        return;
+      }
       auto it = outs_.find(f.channel);
       if (it == outs_.end()) return;
-      auto credit = link::ParseWindow(f.payload);
       if (!credit) {
         Log("channel %u: malformed WINDOW ignored", f.channel);
         return;
@@ -250,6 +296,16 @@ void Agent::HandleFrame(link::Frame& f) {
       // (the process gets EPIPE). From the writer of stdin: close the pipe.
       if (outs_.contains(f.channel)) CloseOut(f.channel);
       if (ins_.contains(f.channel)) CloseIn(f.channel);
+      // File streams: the worker stops and its request is answered with
+      // ECANCELED (every request gets exactly one reply).
+      if (auto fo = file_outs_.find(f.channel); fo != file_outs_.end()) {
+        fo->second.reset = true;
+        fo->second.stream->Cancel();
+      }
+      if (auto fi = file_ins_.find(f.channel); fi != file_ins_.end()) {
+        fi->second.reset = true;
+        fi->second.stream->Cancel();
+      }
       return;
   }
 }
@@ -277,13 +333,17 @@ void Agent::HandleControl(std::string_view payload) {
     RespondErr(id, Error{EINVAL, "missing 'op'"});
     return;
   }
-  const std::string& op = op_it->get_ref<const std::string&>();
+  std::string op = op_it->get<std::string>();
   if (op == "ping") {
     Respond(id, json::object());
   } else if (op == "spawn") {
     HandleSpawn(id, msg);
   } else if (op == "kill") {
     HandleKill(id, msg);
+  } else if (fs::IsPathOp(op) || fs::IsHandleOp(op) || op == "open" || op == "create" ||
+             op == "readFile" || op == "readTextFile" || op == "writeFile" || op == "writeTextFile" ||
+             op == "walk" || op == "expandGlob") {
+    HandleFs(id, op, std::move(msg));
   } else {
     RespondErr(id, Error{ENOSYS, "unknown op '" + op.substr(0, 64) + "'"});
   }
@@ -293,7 +353,7 @@ void Agent::HandleSpawn(uint64_t id, const json& msg) {
   auto req = ParseSpawn(msg);
   if (!req) return RespondErr(id, req.error());
   for (uint32_t ch : {req->stdin_channel, req->stdout_channel, req->stderr_channel}) {
-    if (ch != 0 && (ins_.contains(ch) || outs_.contains(ch))) {
+    if (ch != 0 && ChannelInUse(ch)) {
       return RespondErr(id, Error{EBUSY, "channel " + std::to_string(ch) + " is in use"});
     }
   }
@@ -336,19 +396,252 @@ void Agent::HandleKill(uint64_t id, const json& msg) {
   Respond(id, nullptr);
 }
 
-void Agent::Respond(uint64_t id, const json& ok) { SendControl(json{{"id", id}, {"ok", ok}}); }
+void Agent::Respond(uint64_t id, const json& ok) {
+  if (!SendControl(json{{"id", id}, {"ok", ok}})) {
+    // Every request is answered: one that does not fit a frame fails.
+    RespondErr(id, Error{E2BIG, "reply too large for one message"});
+  }
+}
 
 void Agent::RespondErr(uint64_t id, const Error& err) {
   SendControl(json{{"id", id}, {"err", {{"errno", err.code}, {"message", err.message}}}});
 }
 
-void Agent::SendControl(const json& msg) {
+bool Agent::SendControl(const json& msg) {
   std::string payload = DumpJson(msg);
   if (payload.size() > link::kMaxFramePayload) {
     Log("dropping oversized control message (%zu bytes)", payload.size());
-    return;
+    return false;
   }
   link::AppendFrame(out_, FrameType::kControl, 0, payload);
+  UpdateCongestion();
+  return true;
+}
+
+// ---------------------------------------------------------------------------
+// Filesystem ops
+
+bool Agent::ChannelInUse(uint32_t ch) const {
+  return ins_.contains(ch) || outs_.contains(ch) || file_outs_.contains(ch) || file_ins_.contains(ch);
+}
+
+Result<uint32_t> Agent::ClaimChannel(const json& msg) {
+  auto ch = fs::Params(msg).Int("channel", 1, std::numeric_limits<uint32_t>::max());
+  if (!ch) return std::unexpected(ch.error());
+  auto channel = static_cast<uint32_t>(*ch);
+  if (ChannelInUse(channel)) {
+    return std::unexpected(Error{EBUSY, "channel " + std::to_string(channel) + " is in use"});
+  }
+  return channel;
+}
+
+void Agent::HandleFs(uint64_t id, const std::string& op, json&& msg) {
+  auto cred = fs::ParseCred(msg);
+  if (!cred) return RespondErr(id, cred.error());
+  if (op == "readFile" || op == "readTextFile" || op == "walk" || op == "expandGlob") {
+    return StartFileOut(id, op, std::move(msg), std::move(*cred));
+  }
+  if (op == "writeFile" || op == "writeTextFile") return StartFileIn(id, std::move(msg), std::move(*cred));
+
+  // One-reply ops: run on a worker with the caller's credentials, reply on
+  // the loop. Only shared_ptrs cross to the worker; `this` is used only by
+  // the closure posted back, which runs on the loop.
+  auto job = [this, queue = loop_queue_, files = files_, id, op, msg = std::move(msg),
+              cred = std::move(*cred)] {
+    Result<json> result;
+    {
+      fs::CredScope scope(cred);
+      if (op == "open" || op == "create") {
+        result = files->Open(op, msg, cred);
+      } else if (fs::IsHandleOp(op)) {
+        result = files->Run(op, msg);
+      } else {
+        result = fs::RunPathOp(op, msg, cred);
+      }
+    }
+    queue->Post([this, id, result = std::move(result)] {
+      if (result) {
+        Respond(id, *result);
+      } else {
+        RespondErr(id, result.error());
+      }
+    });
+  };
+  if (op == "fileLock") {
+    // flock may wait for another holder indefinitely: never on the pool.
+    if (!pool_->Dedicated(std::move(job))) {
+      RespondErr(id, Error{EAGAIN, "too many blocking operations in progress"});
+    }
+    return;
+  }
+  pool_->Submit(std::move(job));
+}
+
+void Agent::StartFileOut(uint64_t id, const std::string& op, json&& msg, fs::Cred&& cred) {
+  auto channel = ClaimChannel(msg);
+  if (!channel) return RespondErr(id, channel.error());
+  bool is_read = op == "readFile" || op == "readTextFile";
+  int64_t max_bytes = -1;
+  if (is_read) {
+    auto mb = fs::Params(msg).OptInt("maxBytes", 0, std::numeric_limits<int64_t>::max());
+    if (!mb) return RespondErr(id, mb.error());
+    max_bytes = mb->value_or(-1);
+  }
+  uint32_t ch = *channel;
+  auto queue = loop_queue_;
+  auto stream = std::make_shared<fs::OutStream>([this, queue, ch] {
+    queue->Post([this, ch] { file_outs_ready_.push_back(ch); });
+  });
+  FileOut& fo = file_outs_[ch];
+  fo.stream = stream;
+  fo.request_id = id;
+  fo.reply_size = is_read;
+  auto job = [this, queue, stream, ch, op, is_read, max_bytes, msg = std::move(msg), cred = std::move(cred)] {
+    Result<uint64_t> result = 0;
+    {
+      fs::CredScope scope(cred);
+      if (is_read) {
+        result = fs::ReadFileToStream(msg, cred, max_bytes, *stream);
+      } else {
+        // One JSON document per line; Push() blocks for credit, so a walk
+        // never runs ahead of the daemon by more than the queue bound.
+        auto sink = [&](const fs::WalkEntry& e) {
+          std::string line = DumpJson(fs::WalkEntryJson(e));
+          line += '\n';
+          return stream->Push(line);
+        };
+        Status st = op == "walk" ? fs::Walk(msg, cred, sink) : fs::ExpandGlob(msg, cred, sink);
+        if (!st) {
+          result = std::unexpected(st.error());
+        } else if (stream->cancelled()) {
+          result = std::unexpected(Error{ECANCELED, op + ": cancelled"});
+        }
+      }
+    }
+    queue->Post([this, ch, result = std::move(result)] { OnFileOutDone(ch, result); });
+  };
+  if (!pool_->Dedicated(std::move(job))) {
+    file_outs_.erase(ch);
+    RespondErr(id, Error{EAGAIN, "too many transfers in progress"});
+  }
+}
+
+void Agent::OnFileOutDone(uint32_t channel, Result<uint64_t> result) {
+  auto it = file_outs_.find(channel);
+  if (it == file_outs_.end()) return;
+  FileOut& fo = it->second;
+  fo.done = true;
+  if (result) {
+    fo.size = *result;
+  } else {
+    fo.error = result.error();
+  }
+  file_outs_ready_.push_back(channel);
+}
+
+void Agent::PumpFileOuts() {
+  std::vector<uint32_t> ready;
+  ready.swap(file_outs_ready_);
+  std::deque<std::string> chunks;
+  for (size_t i = 0; i < ready.size(); ++i) {
+    uint32_t ch = ready[i];
+    if (congested_) {
+      // Resume with the rest once the link drains.
+      file_outs_ready_.insert(file_outs_ready_.end(), ready.begin() + i, ready.end());
+      return;
+    }
+    auto it = file_outs_.find(ch);
+    if (it == file_outs_.end()) continue;
+    FileOut& fo = it->second;
+    chunks.clear();
+    bool empty = false;
+    // After a RESET the queue is just drained (and dropped).
+    size_t taken = fo.stream->Take(chunks, fo.reset ? UINT64_MAX : fo.credit, &empty);
+    if (!fo.reset) fo.credit -= taken;
+    if (!fo.reset) {
+      for (const std::string& c : chunks) link::AppendFrame(out_, FrameType::kData, ch, c);
+    }
+    UpdateCongestion();
+    // Without credit the rest waits for the next WINDOW (which re-queues us).
+    if (!fo.done || !empty) continue;
+    // The worker posted its result after its last Push, so nothing more
+    // can be queued: end the stream, then answer.
+    uint64_t id = fo.request_id;
+    if (fo.reset) {
+      RespondErr(id, Error{ECANCELED, "channel " + std::to_string(ch) + " was reset"});
+    } else {
+      link::AppendFrame(out_, FrameType::kEof, ch, "");
+      if (fo.error) {
+        RespondErr(id, *fo.error);
+      } else if (fo.reply_size) {
+        Respond(id, json{{"size", fo.size}});
+      } else {
+        Respond(id, nullptr);
+      }
+    }
+    file_outs_.erase(it);
+    UpdateCongestion();
+  }
+}
+
+void Agent::StartFileIn(uint64_t id, json&& msg, fs::Cred&& cred) {
+  auto channel = ClaimChannel(msg);
+  if (!channel) return RespondErr(id, channel.error());
+  uint32_t ch = *channel;
+  auto queue = loop_queue_;
+  auto stream = std::make_shared<fs::InStream>([this, queue, ch] {
+    queue->Post([this, ch] { OnFileInProgress(ch); });
+  });
+  // Registered before the worker starts: DATA that follows the request is
+  // queued (within the window) even if the file is not open yet.
+  FileIn& fi = file_ins_[ch];
+  fi.stream = stream;
+  fi.request_id = id;
+  auto job = [this, queue, stream, ch, msg = std::move(msg), cred = std::move(cred)] {
+    Status result;
+    {
+      fs::CredScope scope(cred);
+      result = fs::WriteFileFromStream(msg, cred, *stream);
+    }
+    queue->Post([this, ch, result = std::move(result)] { OnFileInDone(ch, result); });
+  };
+  if (!pool_->Dedicated(std::move(job))) {
+    file_ins_.erase(ch);
+    link::AppendFrame(out_, FrameType::kReset, ch, "");
+    RespondErr(id, Error{EAGAIN, "too many transfers in progress"});
+  }
+}
+
+void Agent::OnFileInProgress(uint32_t channel) {
+  auto it = file_ins_.find(channel);
+  if (it == file_ins_.end()) return;
+  FileIn& fi = it->second;
+  bool idle = false;
+  fi.unreported += fi.stream->TakeConsumed(&idle);
+  if (fi.eof || fi.reset || fi.unreported == 0) return;
+  if (fi.unreported >= kWindowBatch || idle) {
+    auto credit = static_cast<uint32_t>(fi.unreported);
+    link::AppendWindow(out_, channel, credit);
+    fi.window += credit;
+    fi.unreported = 0;
+    UpdateCongestion();
+  }
+}
+
+void Agent::OnFileInDone(uint32_t channel, Status result) {
+  auto it = file_ins_.find(channel);
+  if (it == file_ins_.end()) return;
+  uint64_t id = it->second.request_id;
+  bool reset = it->second.reset;
+  file_ins_.erase(it);
+  if (result) return Respond(id, nullptr);
+  // Tell the daemon to stop sending; it already knows if it reset.
+  if (!reset) link::AppendFrame(out_, FrameType::kReset, channel, "");
+  if (reset && result.error().code == ECANCELED) {
+    RespondErr(id, Error{ECANCELED, "channel " + std::to_string(channel) + " was reset"});
+  } else {
+    RespondErr(id, result.error());
+  }
   UpdateCongestion();
 }
 
@@ -432,6 +725,10 @@ void Agent::ResolveExec(pid_t pid, bool child_gone) {
 }
 
 void Agent::Shutdown() {
+  // Workers blocked on a stream wake up and end; one stuck in the kernel
+  // (flock, a hung disk) is detached and dies with the process.
+  for (auto& [ch, fo] : file_outs_) fo.stream->Cancel();
+  for (auto& [ch, fi] : file_ins_) fi.stream->Cancel();
   for (const auto& [pid, proc] : procs_) KillGroup(pid, SIGKILL);
   // As PID 1 everything in the sandbox is ours, including daemons that left
   // their process group; kill(-1) spares only the caller.

@@ -4,6 +4,9 @@
 //
 // Single-threaded epoll loop; every fd is non-blocking and CLOEXEC, so no
 // slow pipe reader or writer, and no slow daemon, can stall the loop.
+// Filesystem ops run on worker threads (worker_pool.h) with the request's
+// filesystem credentials; their results come back to the loop through a
+// LoopQueue, and only the loop writes to the link.
 #pragma once
 
 #include <sys/types.h>
@@ -14,10 +17,15 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "agent/fs_ops.h"
+#include "agent/fs_stream.h"
+#include "agent/fs_util.h"
 #include "agent/spawn.h"
+#include "agent/worker_pool.h"
 #include "common/error.h"
 #include "common/fd.h"
 #include "common/frame.h"
@@ -70,6 +78,27 @@ class Agent {
     uint32_t channels[3] = {0, 0, 0};  // stdin, stdout, stderr
   };
 
+  // A channel the agent writes from a worker (readFile, walk, expandGlob).
+  struct FileOut {
+    std::shared_ptr<fs::OutStream> stream;
+    uint64_t request_id = 0;
+    uint64_t credit = link::kInitialWindow;  // DATA bytes we may still send
+    bool reply_size = false;  // readFile: the reply is {"size": N}
+    bool reset = false;       // the daemon RESET the channel
+    bool done = false;        // the worker finished; `error`/`size` are final
+    std::optional<Error> error;
+    uint64_t size = 0;
+  };
+  // A channel the daemon writes to a file on a worker (writeFile).
+  struct FileIn {
+    std::shared_ptr<fs::InStream> stream;
+    uint64_t request_id = 0;
+    uint32_t window = link::kInitialWindow;  // credit the daemon still holds
+    uint64_t unreported = 0;                 // written, credit not yet returned
+    bool eof = false;
+    bool reset = false;  // the daemon RESET the channel
+  };
+
   Agent() = default;
 
   // Event loop pieces.
@@ -83,6 +112,17 @@ class Agent {
   void HandleControl(std::string_view payload);
   void HandleSpawn(uint64_t id, const nlohmann::json& msg);
   void HandleKill(uint64_t id, const nlohmann::json& msg);
+
+  // Filesystem ops (docs/agent-link.md, "Filesystem ops").
+  void HandleFs(uint64_t id, const std::string& op, nlohmann::json&& msg);
+  void StartFileOut(uint64_t id, const std::string& op, nlohmann::json&& msg, fs::Cred&& cred);
+  void StartFileIn(uint64_t id, nlohmann::json&& msg, fs::Cred&& cred);
+  Result<uint32_t> ClaimChannel(const nlohmann::json& msg);
+  void OnFileOutDone(uint32_t channel, Result<uint64_t> result);
+  void PumpFileOuts();
+  void OnFileInProgress(uint32_t channel);
+  void OnFileInDone(uint32_t channel, Status result);
+  bool ChannelInUse(uint32_t channel) const;
 
   void Reap();
   // Resolves a pending spawn once the child exec'd or failed; `child_gone`
@@ -104,7 +144,8 @@ class Agent {
 
   void Respond(uint64_t id, const nlohmann::json& ok);
   void RespondErr(uint64_t id, const Error& err);
-  void SendControl(const nlohmann::json& msg);
+  // False (nothing sent) when the message does not fit one frame.
+  bool SendControl(const nlohmann::json& msg);
 
   bool Watch(int fd, uint64_t key, uint32_t events);
   void Unwatch(int fd);
@@ -123,6 +164,13 @@ class Agent {
   std::unordered_map<uint32_t, OutChannel> outs_;
   std::unordered_map<uint32_t, InChannel> ins_;
   std::unordered_map<pid_t, Process> procs_;  // spawned and not yet reaped
+
+  std::shared_ptr<LoopQueue> loop_queue_;
+  std::unique_ptr<WorkerPool> pool_;
+  std::shared_ptr<fs::FileTable> files_ = std::make_shared<fs::FileTable>();
+  std::unordered_map<uint32_t, FileOut> file_outs_;
+  std::vector<uint32_t> file_outs_ready_;  // have queued bytes or finished
+  std::unordered_map<uint32_t, FileIn> file_ins_;
 };
 
 }  // namespace sandboxd::agent

@@ -229,7 +229,11 @@ void AgentUnderTest::HandleFrame(link::Frame& f) {
                     std::to_string(ch.bytes) + " bytes with " + std::to_string(ch.granted) +
                     " credit";
       }
-      if (ch.data.size() < kKeepBytes) ch.data.append(f.payload.substr(0, kKeepBytes - ch.data.size()));
+      if (ch.sink) {
+        ch.sink(f.payload);
+      } else if (ch.data.size() < kKeepBytes) {
+        ch.data.append(f.payload.substr(0, kKeepBytes - ch.data.size()));
+      }
       if (ch.eof) violation = "DATA after EOF on " + std::to_string(f.channel);
       if (ch.auto_window && !f.payload.empty()) {
         ch.granted += f.payload.size();

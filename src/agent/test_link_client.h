@@ -38,6 +38,9 @@ class AgentUnderTest {
     uint64_t granted = link::kInitialWindow;  // total credit given to the agent
     bool auto_window = true;  // return credit as soon as data arrives
     bool eof = false;
+    // If set, receives every DATA payload (and `data` stays empty): for
+    // transfers too large to keep.
+    std::function<void(std::string_view)> sink;
   };
   static constexpr size_t kKeepBytes = 1 << 20;
 
