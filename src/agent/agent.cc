@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -50,6 +51,8 @@ constexpr int kShutdownReapMs = 2000;
 // may block for long (streams, fileLock) at once.
 constexpr size_t kFsThreads = 4;
 constexpr size_t kMaxDedicatedThreads = 256;
+// Soft RLIMIT_NOFILE the agent wants for itself (capped by the hard limit).
+constexpr rlim_t kWantedFileLimit = 8192;
 
 enum class Tag : uint32_t { kLink = 1, kSignal, kOut, kIn, kExec, kFs };
 
@@ -103,6 +106,19 @@ Result<std::unique_ptr<Agent>> Agent::Create(UniqueFd link) {
   agent->signal_fd_.Reset(sfd);
 
   if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) return FailErrno("prctl PR_SET_CHILD_SUBREAPER");
+
+  // Room for fs::kMaxHandles open file handles plus transfers, directory
+  // walks and process pipes; children get the original limit back.
+  rlimit nofile;
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
+    SetChildFileLimit(nofile);
+    rlim_t want = std::min<rlim_t>(nofile.rlim_max, kWantedFileLimit);
+    if (nofile.rlim_cur < want) {
+      rlimit raised = nofile;
+      raised.rlim_cur = want;
+      if (setrlimit(RLIMIT_NOFILE, &raised) != 0) Log("setrlimit NOFILE: %s", strerror(errno));
+    }
+  }
 
   int efd = epoll_create1(EPOLL_CLOEXEC);
   if (efd < 0) return FailErrno("epoll_create1");
@@ -467,8 +483,9 @@ void Agent::HandleFs(uint64_t id, const std::string& op, json&& msg) {
       }
     });
   };
-  if (op == "fileLock") {
-    // flock may wait for another holder indefinitely: never on the pool.
+  if (op == "fileLock" || op == "open" || op == "create") {
+    // flock may wait for another holder indefinitely, and open() of a FIFO
+    // for a peer (Deno semantics): never on the pool.
     if (!pool_->Dedicated(std::move(job))) {
       RespondErr(id, Error{EAGAIN, "too many blocking operations in progress"});
     }

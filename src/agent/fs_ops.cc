@@ -268,8 +268,10 @@ Result<json> CopyFile(const json& msg, const Cred& cred) {
   Params p(msg);
   FS_TRY_ASSIGN(from, p.Path("fromPath"));
   FS_TRY_ASSIGN(to, p.Path("toPath"));
-  UniqueFd in(open(Resolve(cred, from).c_str(), O_RDONLY | O_CLOEXEC));
+  // O_NONBLOCK: a FIFO source must not block the open (it is rejected below).
+  UniqueFd in(open(Resolve(cred, from).c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   if (!in) return Os2(errno, "copy", from, to);
+  fcntl(in.get(), F_SETFL, fcntl(in.get(), F_GETFL) & ~O_NONBLOCK);
   struct stat st;
   if (fstat(in.get(), &st) != 0) return Os2(errno, "copy", from, to);
   if (!S_ISREG(st.st_mode)) {

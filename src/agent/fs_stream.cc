@@ -149,8 +149,11 @@ Result<uint64_t> ReadFileToStream(const nlohmann::json& msg, const Cred& cred, i
                                   OutStream& out) {
   auto path = Params(msg).Path("path");
   if (!path) return std::unexpected(path.error());
-  UniqueFd fd(open(Resolve(cred, *path).c_str(), O_RDONLY | O_CLOEXEC));
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (the thread could
+  // then not be cancelled); reads are blocking again below.
+  UniqueFd fd(open(Resolve(cred, *path).c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   if (!fd) return std::unexpected(OsError(errno, "open", *path));
+  fcntl(fd.get(), F_SETFL, fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK);
   struct stat st;
   if (fstat(fd.get(), &st) != 0) return std::unexpected(OsError(errno, "fstat", *path));
   if (S_ISDIR(st.st_mode)) return std::unexpected(OsError(EISDIR, "read", *path));

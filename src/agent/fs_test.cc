@@ -4,6 +4,7 @@
 // privileges for them.
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -556,6 +557,58 @@ TEST_F(FsTest, HandleLimit) {
   }
   EXPECT_EQ(opened, 1024);
   EXPECT_EQ(last, EMFILE);
+}
+
+TEST_F(FsTest, ReadingAFifoNeitherHangsNorBlocksThePool) {
+  ASSERT_EQ(mkfifo(P("fifo").c_str(), 0644), 0);
+  std::string data;
+  // No writer: readFile sees EOF at once instead of waiting in open().
+  EXPECT_EQ(ReadFile(P("fifo"), &data)["ok"], (json{{"size", 0}}));
+  EXPECT_EQ(ErrnoOf(Op({{"op", "copyFile"}, {"fromPath", P("fifo")}, {"toPath", P("x")}})), EINVAL);
+  // open() of a FIFO for writing waits for a reader (as in Deno), on a
+  // thread of its own: the pool keeps serving.
+  std::vector<uint64_t> waiting;
+  for (int i = 0; i < 6; ++i) {
+    waiting.push_back(agent_->Request(With({{"op", "open"}, {"path", P("fifo")}, {"options", {{"write", true}}}}, 0)));
+  }
+  EXPECT_TRUE(Op({{"op", "stat"}, {"path", P("fifo")}})["ok"]["isFifo"]);
+  int rd = open(P("fifo").c_str(), O_RDONLY | O_NONBLOCK);
+  ASSERT_GE(rd, 0);
+  for (uint64_t id : waiting) {
+    auto r = agent_->Await(id);
+    ASSERT_TRUE(r);
+    EXPECT_TRUE((*r)["ok"].contains("fileHandleId"));
+  }
+  close(rd);
+}
+
+TEST(FsLimits, HandleLimitFitsUnderADefaultFileLimit) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  // PID 1 in a sandbox starts with the kernel's 1024 soft limit.
+  rlimit saved;
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
+  if (saved.rlim_max < 2048) GTEST_SKIP() << "hard limit too low";
+  rlimit low = saved;
+  low.rlim_cur = 1024;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  auto agent = AgentUnderTest::Start(SANDBOX_AGENT_PATH);
+  setrlimit(RLIMIT_NOFILE, &saved);
+  ASSERT_NE(agent, nullptr);
+  ASSERT_TRUE(agent->WaitUntil([&] { return agent->ready; }));
+  json open_req = {{"op", "open"}, {"path", "/dev/null"}, {"uid", 0}, {"gid", 0}, {"cwd", "/"}};
+  int opened = 0;
+  for (int i = 0; i < 1024; ++i) {
+    if (!agent->Call(open_req).contains("ok")) break;
+    ++opened;
+  }
+  EXPECT_EQ(opened, 1024);
+  EXPECT_EQ(ErrnoOf(agent->Call(open_req)), EMFILE);
+  // Children get the limit the agent started with.
+  json spawn = {{"op", "spawn"}, {"argv", {"sh", "-c", "ulimit -n"}}, {"env", {"PATH=/usr/bin:/bin"}},
+                {"cwd", "/"}, {"uid", 0}, {"gid", 0}, {"stdin", 0}, {"stdout", 1}, {"stderr", 0}};
+  ASSERT_TRUE(agent->Call(spawn).contains("ok"));
+  ASSERT_TRUE(agent->WaitUntil([&] { return agent->Out(1).eof; }));
+  EXPECT_EQ(agent->Out(1).data, "1024\n");
 }
 
 TEST_F(FsTest, SecondExclusiveLockWaitsWithoutBlockingOtherOps) {

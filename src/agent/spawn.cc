@@ -4,6 +4,7 @@
 #include <grp.h>
 #include <linux/close_range.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -40,7 +41,14 @@ struct ChildPlan {
   gid_t gid = 0;
   uid_t cur_uid = 0;
   gid_t cur_gid = 0;
+  bool set_nofile = false;
+  struct rlimit nofile {};
 };
+
+// RLIMIT_NOFILE for children (see SetChildFileLimit); written once at
+// startup, before any spawn.
+bool g_child_nofile_set = false;
+struct rlimit g_child_nofile {};
 
 [[noreturn]] void ChildFail(const ChildPlan& p, Step step) {
   StatusMsg msg{step, errno};
@@ -96,6 +104,9 @@ struct ChildPlan {
       ChildFail(p, kSetuid);
     }
   }
+
+  // Lowering a limit always succeeds; failure would only leave it higher.
+  if (p.set_nofile) setrlimit(RLIMIT_NOFILE, &p.nofile);
 
   // After the id switch, so the target user's permissions apply.
   if (chdir(p.cwd) < 0) ChildFail(p, kChdir);
@@ -233,6 +244,8 @@ Result<StartedChild> StartChild(const SpawnRequest& req) {
   plan.gid = req.gid;
   plan.cur_uid = getuid();
   plan.cur_gid = getgid();
+  plan.set_nofile = g_child_nofile_set;
+  plan.nofile = g_child_nofile;
 
   pid_t pid = fork();
   if (pid < 0) return FailErrno("fork");
@@ -266,6 +279,11 @@ std::optional<Status> PollExec(const PendingExec& exec) {
     default: what = "spawn"; break;
   }
   return Status(FailErrno(std::move(what), msg.err));
+}
+
+void SetChildFileLimit(const struct rlimit& limit) {
+  g_child_nofile = limit;
+  g_child_nofile_set = true;
 }
 
 }  // namespace sandboxd::agent

@@ -7,6 +7,7 @@
 // the child then _exits 127). PollExec() reads that verdict.
 #pragma once
 
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include <optional>
@@ -42,6 +43,12 @@ struct StartedChild {
 // PATH lookup on req.env) and execs argv. Errors here are the parent's own
 // (pipe, fork, /dev/null); the child's are reported through PollExec().
 Result<StartedChild> StartChild(const SpawnRequest& req);
+
+// The RLIMIT_NOFILE that children get. The agent raises its own soft limit
+// (1024 open file handles must fit besides its other fds) but gives
+// children the limit it was started with, as select()-based programs
+// expect. Call once at startup, before the first StartChild.
+void SetChildFileLimit(const struct rlimit& limit);
 
 // nullopt while the child has neither exec'd nor failed; otherwise success,
 // or the child's error (errno in code, message like
