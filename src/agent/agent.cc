@@ -69,6 +69,18 @@ int64_t NowMs() {
   return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1000000;
 }
 
+// Runs a worker's op so that an exception (std::regex giving up on a
+// pathological pattern, bad_alloc, a bug) still becomes a reply: a request
+// must never go unanswered, nor a channel stay open forever.
+template <typename F>
+auto Guarded(F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    return std::unexpected(Error{EIO, std::string("internal error: ") + e.what()});
+  }
+}
+
 void KillGroup(pid_t pid, int sig) {
   // pgid == pid once the child ran setsid(); before that (or if the group is
   // gone but the leader is a zombie) only the pid itself works.
@@ -464,17 +476,12 @@ void Agent::HandleFs(uint64_t id, const std::string& op, json&& msg) {
   // the closure posted back, which runs on the loop.
   auto job = [this, queue = loop_queue_, files = files_, id, op, msg = std::move(msg),
               cred = std::move(*cred)] {
-    Result<json> result;
-    {
+    Result<json> result = Guarded([&]() -> Result<json> {
       fs::CredScope scope(cred);
-      if (op == "open" || op == "create") {
-        result = files->Open(op, msg, cred);
-      } else if (fs::IsHandleOp(op)) {
-        result = files->Run(op, msg);
-      } else {
-        result = fs::RunPathOp(op, msg, cred);
-      }
-    }
+      if (op == "open" || op == "create") return files->Open(op, msg, cred);
+      if (fs::IsHandleOp(op)) return files->Run(op, msg);
+      return fs::RunPathOp(op, msg, cred);
+    });
     queue->Post([this, id, result = std::move(result)] {
       if (result) {
         Respond(id, *result);
@@ -491,7 +498,9 @@ void Agent::HandleFs(uint64_t id, const std::string& op, json&& msg) {
     }
     return;
   }
-  pool_->Submit(std::move(job));
+  if (!pool_->Submit(std::move(job))) {
+    RespondErr(id, Error{EAGAIN, "too many filesystem operations queued"});
+  }
 }
 
 void Agent::StartFileOut(uint64_t id, const std::string& op, json&& msg, fs::Cred&& cred) {
@@ -514,27 +523,21 @@ void Agent::StartFileOut(uint64_t id, const std::string& op, json&& msg, fs::Cre
   fo.request_id = id;
   fo.reply_size = is_read;
   auto job = [this, queue, stream, ch, op, is_read, max_bytes, msg = std::move(msg), cred = std::move(cred)] {
-    Result<uint64_t> result = 0;
-    {
+    Result<uint64_t> result = Guarded([&]() -> Result<uint64_t> {
       fs::CredScope scope(cred);
-      if (is_read) {
-        result = fs::ReadFileToStream(msg, cred, max_bytes, *stream);
-      } else {
-        // One JSON document per line; Push() blocks for credit, so a walk
-        // never runs ahead of the daemon by more than the queue bound.
-        auto sink = [&](const fs::WalkEntry& e) {
-          std::string line = DumpJson(fs::WalkEntryJson(e));
-          line += '\n';
-          return stream->Push(line);
-        };
-        Status st = op == "walk" ? fs::Walk(msg, cred, sink) : fs::ExpandGlob(msg, cred, sink);
-        if (!st) {
-          result = std::unexpected(st.error());
-        } else if (stream->cancelled()) {
-          result = std::unexpected(Error{ECANCELED, op + ": cancelled"});
-        }
-      }
-    }
+      if (is_read) return fs::ReadFileToStream(msg, cred, max_bytes, *stream);
+      // One JSON document per line; Push() blocks while the queue is full,
+      // so a walk never runs ahead of the daemon by more than that bound.
+      auto sink = [&](const fs::WalkEntry& e) {
+        std::string line = DumpJson(fs::WalkEntryJson(e));
+        line += '\n';
+        return stream->Push(line);
+      };
+      Status st = op == "walk" ? fs::Walk(msg, cred, sink) : fs::ExpandGlob(msg, cred, sink);
+      if (!st) return std::unexpected(st.error());
+      if (stream->cancelled()) return std::unexpected(Error{ECANCELED, op + ": cancelled"});
+      return 0;
+    });
     queue->Post([this, ch, result = std::move(result)] { OnFileOutDone(ch, result); });
   };
   if (!pool_->Dedicated(std::move(job))) {
@@ -615,11 +618,10 @@ void Agent::StartFileIn(uint64_t id, json&& msg, fs::Cred&& cred) {
   fi.stream = stream;
   fi.request_id = id;
   auto job = [this, queue, stream, ch, msg = std::move(msg), cred = std::move(cred)] {
-    Status result;
-    {
+    Status result = Guarded([&]() -> Status {
       fs::CredScope scope(cred);
-      result = fs::WriteFileFromStream(msg, cred, *stream);
-    }
+      return fs::WriteFileFromStream(msg, cred, *stream);
+    });
     queue->Post([this, ch, result = std::move(result)] { OnFileInDone(ch, result); });
   };
   if (!pool_->Dedicated(std::move(job))) {

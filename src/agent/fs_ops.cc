@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <cstdio>
 #include <cstdlib>
 #include <limits>
 
@@ -343,13 +344,21 @@ Result<json> Truncate(const json& msg, const Cred& cred) {
 Result<json> Umask(const json& msg) {
   FS_TRY_ASSIGN(mask, Params(msg).OptInt("mask", 0, 0777));
   // The mask is process-wide (threads share it); Deno's is too.
-  mode_t prev;
-  if (mask) {
-    prev = umask(static_cast<mode_t>(*mask));
-  } else {
-    prev = umask(022);
-    umask(prev);
+  if (mask) return static_cast<int>(umask(static_cast<mode_t>(*mask)));
+  // Reading it without a set-and-restore window in which a concurrent op
+  // would create files with the wrong mask.
+  if (FILE* f = fopen("/proc/self/status", "re")) {
+    char line[256];
+    unsigned value = 0;
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f) != nullptr) {
+      found = sscanf(line, "Umask: %o", &value) == 1;
+    }
+    fclose(f);
+    if (found) return static_cast<int>(value);
   }
+  mode_t prev = umask(022);  // no /proc: the racy way
+  umask(prev);
   return static_cast<int>(prev);
 }
 

@@ -426,6 +426,17 @@ TEST_F(FsTest, WriteFileOptions) {
   EXPECT_EQ(st.st_mode & 0777, 0640u);
   EXPECT_EQ(ErrnoOf(WriteFile(P("nodir/x"), "x")), ENOENT);
   EXPECT_EQ(ErrnoOf(WriteFile(dir_, "x")), EISDIR);
+
+  // The daemon abandons a transfer: one ECANCELED reply, no RESET back.
+  ch = next_channel_++;
+  uint64_t id = agent_->Request(With({{"op", "writeFile"}, {"path", P("partial")}, {"channel", ch}}, 0));
+  ASSERT_TRUE(agent_->SendInput(ch, "some bytes"));
+  ASSERT_TRUE(agent_->Send(FrameType::kReset, ch, ""));
+  auto resp = agent_->Await(id);
+  ASSERT_TRUE(resp);
+  EXPECT_EQ(ErrnoOf(*resp), ECANCELED);
+  agent_->PumpFor(Ms(50));
+  EXPECT_FALSE(agent_->resets.contains(ch));
 }
 
 TEST_F(FsTest, ReadFileRespectsCredit) {
@@ -717,6 +728,29 @@ TEST_F(WalkTest, Filters) {
   auto no_files = Stream({{"op", "walk"}, {"path", root_}, {"includeFiles", false}, {"includeSymlinks", false}});
   for (const auto& e : no_files) EXPECT_EQ(e["isDirectory"], true) << e.dump();
   EXPECT_EQ(no_files.size(), 4u);
+}
+
+TEST_F(WalkTest, LargeWalkIsFlowControlled) {
+  mkdir(P("many").c_str(), 0755);
+  for (int i = 0; i < 5000; ++i) WriteAll(P("many/file-with-a-longish-name-" + std::to_string(i)), "");
+  uint32_t ch = next_channel_++;
+  agent_->Out(ch).auto_window = false;
+  uint64_t id = agent_->Request(With({{"op", "walk"}, {"path", P("many")}, {"channel", ch}}, 0));
+  ASSERT_TRUE(agent_->WaitUntil([&] { return agent_->Out(ch).bytes >= link::kInitialWindow - 200; }));
+  agent_->PumpFor(Ms(200));
+  EXPECT_LE(agent_->Out(ch).bytes, link::kInitialWindow);
+  EXPECT_FALSE(agent_->responses.contains(id));
+  agent_->Out(ch).auto_window = true;
+  agent_->Grant(ch, link::kInitialWindow);
+  auto r = agent_->Await(id, Ms(20000));
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["ok"], nullptr);
+  size_t lines = 0;
+  uint32_t ch2 = next_channel_++;
+  agent_->Out(ch2).sink = [&](std::string_view b) { lines += std::count(b.begin(), b.end(), '\n'); };
+  id = agent_->Request(With({{"op", "walk"}, {"path", P("many")}, {"channel", ch2}}, 0));
+  ASSERT_TRUE(agent_->Await(id, Ms(20000)));
+  EXPECT_EQ(lines, 5001u);
 }
 
 TEST_F(WalkTest, ExpandGlob) {

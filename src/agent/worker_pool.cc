@@ -87,10 +87,12 @@ WorkerPool::~WorkerPool() {
   state_->cv.notify_all();
 }
 
-void WorkerPool::Submit(std::function<void()> job) {
+bool WorkerPool::Submit(std::function<void()> job) {
   std::lock_guard lock(state_->mu);
+  if (state_->jobs.size() >= kMaxQueuedJobs) return false;
   state_->jobs.push_back(std::move(job));
   state_->cv.notify_one();
+  return true;
 }
 
 bool WorkerPool::Dedicated(std::function<void()> job) {

@@ -53,7 +53,10 @@ class WorkerPool {
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;
 
-  void Submit(std::function<void()> job);
+  // Queues `job` for a pool thread; false (job dropped) when kMaxQueuedJobs
+  // are already waiting, which bounds what a flood of requests can cost.
+  bool Submit(std::function<void()> job);
+  static constexpr size_t kMaxQueuedJobs = 4096;
   // Runs `job` on a new thread; false (job not run) at the limit or when no
   // thread can be created.
   bool Dedicated(std::function<void()> job);
