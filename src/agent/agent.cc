@@ -163,7 +163,10 @@ int Agent::Run() {
     FlushLink();
     if (done_) break;
     epoll_event events[32];
-    int n = epoll_wait(epoll_.get(), events, 32, -1);
+    // File streams made ready while the link was congested have no fd to
+    // wake us once it drained: poll instead of sleeping.
+    int timeout = !file_outs_ready_.empty() && !congested_ ? 0 : -1;
+    int n = epoll_wait(epoll_.get(), events, 32, timeout);
     if (n < 0) {
       if (errno == EINTR) continue;
       Log("epoll_wait: %s", strerror(errno));

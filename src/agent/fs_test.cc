@@ -467,6 +467,31 @@ TEST_F(FsTest, ReadFileRespectsCredit) {
   EXPECT_EQ(ErrnoOf(*r), ECANCELED);
 }
 
+TEST_F(FsTest, ReadFileBoundsMemoryWhenTheDaemonDoesNotRead) {
+  constexpr size_t kSize = 40u << 20;
+  WriteAll(P("f"), Pattern(kSize, 5));
+  uint32_t ch = next_channel_++;
+  size_t received = 0;
+  agent_->Out(ch).sink = [&](std::string_view b) { received += b.size(); };
+  agent_->Out(ch).auto_window = false;
+  uint64_t id = agent_->Request(With({{"op", "readFile"}, {"path", P("f")}, {"channel", ch}}, 0));
+  agent_->Grant(ch, 128u << 20);  // plenty of credit, then the daemon stops reading
+  long max_anon_kb = 0;
+  for (int i = 0; i < 50; ++i) {
+    std::ifstream status("/proc/" + std::to_string(agent_->pid()) + "/status");
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.starts_with("RssAnon:")) max_anon_kb = std::max(max_anon_kb, std::stol(line.substr(8)));
+    }
+    usleep(10'000);
+  }
+  EXPECT_LT(max_anon_kb, 8 * 1024);
+  auto r = agent_->Await(id, Ms(30000));  // reading again: the transfer resumes and completes
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["ok"]["size"], kSize);
+  EXPECT_EQ(received, kSize);
+}
+
 TEST_F(FsTest, LargeTransferThroughput) {
   constexpr size_t kSize = 256u << 20;
   std::string content = Pattern(kSize, 3);

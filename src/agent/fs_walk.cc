@@ -326,10 +326,12 @@ Status ExpandGlob(const json& msg, const Cred& cred, const EntrySink& sink) {
 
   std::string abs_root = is_abs ? "/" : ResolvePosix(cred.cwd, root->value_or(cred.cwd));
   auto flags = std::regex::ECMAScript | (icase ? std::regex::icase : std::regex::ECMAScript);
+  // @std/fs resolves excludes against `root` even for an absolute glob.
+  std::string exclude_base = is_abs ? ResolvePosix(cred.cwd, root->value_or("/")) : abs_root;
   std::vector<std::regex> excludes;
   for (const auto& x : exclude->value_or(std::vector<std::string>{})) {
     try {
-      excludes.emplace_back(GlobToRegExpSource(ResolvePosix(abs_root, x), extended, globstar), flags);
+      excludes.emplace_back(GlobToRegExpSource(ResolvePosix(exclude_base, x), extended, globstar), flags);
     } catch (const std::regex_error& e) {
       return Invalid("invalid exclude glob '" + x + "'");
     }
