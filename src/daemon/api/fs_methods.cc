@@ -96,6 +96,11 @@ void WsSession::FsForward(int64_t id, const std::string& method, json p, std::ch
   // The SDK sends fileClose at most once; forget the handle now so a racing
   // call on it is refused here rather than reaching a reused agent id.
   if (method == "fileClose") handles_.erase(p["fileHandleId"].get<int64_t>());
+  if (method == "chown") {
+    // chown's target ids travel as owner/group: uid/gid carry the credentials.
+    p["owner"] = p.value("uid", json(nullptr));
+    p["group"] = p.value("gid", json(nullptr));
+  }
   AddCredentials(p);
   std::weak_ptr<WsSession> weak = weak_from_this();
   sb_->link().Call(
@@ -249,7 +254,20 @@ void WsSession::FsWriteFile(int64_t id, const std::string& method, json p) {
       },
       core::AgentLink::kNoDeadline);
   if (stream_id) {
-    ClaimIncoming(*stream_id, ch, [] {});  // a failed write is reported by the reply
+    // A failed write is reported by the reply; a failed source (the client's
+    // stream.error) aborts the write and fails the request (WIRE.md §3.2).
+    ClaimIncoming(*stream_id, ch, [] {}, [weak, done, ch, id, abort_id](const json& err) {
+      auto self = weak.lock();
+      if (!self || *done) return;
+      *done = true;
+      if (abort_id) self->aborts_.erase(*abort_id);
+      if (self->sb_->running()) self->sb_->link().AbortOutbound(ch);
+      json e = err.is_object() && err.contains("constructorName") && err["constructorName"].is_string() &&
+                       err.contains("message") && err["message"].is_string()
+                   ? err
+                   : ErrorObject("Error", "", "the content stream failed");
+      self->ReplyAppError(id, e);
+    });
   } else {
     link.OpenOutbound(ch, [] {});
     link.Write(ch, content);

@@ -200,17 +200,23 @@ void WsSession::HandleNotification(const std::string& method, const json& p) {
     return;
   }
   if (method == "$sandbox.stream.end" || method == "$sandbox.stream.error") {
-    // A failed source ends the stream early; the process sees EOF.
-    if (in.channel) {
-      if (sb_->running()) sb_->link().WriteEof(*in.channel);
-      incoming_.erase(it);
-    } else {
+    bool failed = method == "$sandbox.stream.error";
+    json err = failed ? p.value("error", json(nullptr)) : json(nullptr);
+    if (!in.channel) {
       in.ended = true;
+      if (failed) in.error = err;
+      return;
     }
+    auto on_error = std::move(in.on_error);
+    uint32_t ch = *in.channel;
+    incoming_.erase(it);
+    if (failed && on_error) return on_error(err);
+    if (sb_->running()) sb_->link().WriteEof(ch);  // a process's stdin sees EOF either way
   }
 }
 
-void WsSession::ClaimIncoming(int64_t sid, uint32_t ch, std::function<void()> on_reset) {
+void WsSession::ClaimIncoming(int64_t sid, uint32_t ch, std::function<void()> on_reset,
+                              std::function<void(const json&)> on_error) {
   auto& link = sb_->link();
   link.OpenOutbound(ch, std::move(on_reset));
   auto it = incoming_.find(sid);
@@ -218,6 +224,14 @@ void WsSession::ClaimIncoming(int64_t sid, uint32_t ch, std::function<void()> on
     link.WriteEof(ch);
     return;
   }
+  if (it->second.error && on_error) {  // failed before anyone claimed it
+    json err = std::move(*it->second.error);
+    unclaimed_bytes_ -= it->second.bytes;
+    incoming_.erase(it);
+    on_error(err);
+    return;
+  }
+  it->second.on_error = std::move(on_error);
   for (auto& c : it->second.chunks) link.Write(ch, c);
   unclaimed_bytes_ -= it->second.bytes;
   if (it->second.ended) {

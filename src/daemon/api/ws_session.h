@@ -38,7 +38,9 @@ class WsSession : public std::enable_shared_from_this<WsSession>, public core::A
     std::vector<std::string> chunks;  // buffered until a request claims it
     size_t bytes = 0;
     bool ended = false;
+    std::optional<nlohmann::json> error;  // the client's stream.error, if it failed before being claimed
     std::optional<uint32_t> channel;  // once claimed
+    std::function<void(const nlohmann::json&)> on_error;  // set by the claimer
   };
   struct Outgoing {  // a stream we send (stdout/stderr)
     uint32_t channel = 0;
@@ -89,7 +91,10 @@ class WsSession : public std::enable_shared_from_this<WsSession>, public core::A
   void ForwardOutput(int64_t stream_id, std::string_view data);
   // Binds a client stream to an agent channel we write: flushes what was
   // buffered, and EOF if the client already ended it.
-  void ClaimIncoming(int64_t stream_id, uint32_t channel, std::function<void()> on_reset);
+  // `on_error` runs if the client fails the stream (stream.error); without
+  // it a failed stream just ends (a process sees EOF on stdin).
+  void ClaimIncoming(int64_t stream_id, uint32_t channel, std::function<void()> on_reset,
+                     std::function<void(const nlohmann::json&)> on_error = nullptr);
   void ReleaseCredit();
 
   boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;
