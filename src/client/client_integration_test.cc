@@ -519,6 +519,14 @@ TEST_F(FsIntegrationTest, StreamedRoundTrip20MB) {
   EXPECT_EQ(*got, data.size());
   EXPECT_TRUE(ReadLocal(tmp.path() / "down.bin") == data) << "downloaded bytes differ";
 
+  out = open((tmp.path() / "par.bin").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  ASSERT_GE(out, 0);
+  auto par = sb_->DownloadToParallel("/tmp/big.bin", out, 4);
+  close(out);
+  ASSERT_TRUE(par.has_value()) << par.error().ToString();
+  EXPECT_EQ(*par, data.size());
+  EXPECT_TRUE(ReadLocal(tmp.path() / "par.bin") == data) << "parallel download bytes differ";
+
   auto inline_read = sb_->ReadFile("/tmp/big.bin");
   ASSERT_TRUE(inline_read.has_value()) << inline_read.error().ToString();
   EXPECT_TRUE(*inline_read == data) << "readFile bytes differ";

@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 #include <thread>
 
 #include "client/connection.h"
@@ -247,6 +248,101 @@ Result<std::uint64_t> Sandbox::DownloadTo(std::string_view path, int fd, const P
   (void)Call("fileClose", json{{"fileHandleId", handle}});
   if (!status) return std::unexpected(status.error());
   return total;
+}
+
+Result<std::uint64_t> Sandbox::DownloadToParallel(std::string_view path, int fd, int streams,
+                                                  const ProgressCallback& progress, std::size_t chunk) {
+  if (streams <= 1) return DownloadTo(path, fd, progress, chunk);
+  std::vector<std::int64_t> handles;
+  auto close_all = [&] {
+    for (auto h : handles) (void)Call("fileClose", json{{"fileHandleId", h}});
+  };
+  for (int i = 0; i < streams; ++i) {
+    auto opened = Call("open", json{{"path", path}, {"options", {{"read", true}}}});
+    if (!opened || !opened->is_object() || !(*opened)["fileHandleId"].is_number_integer()) {
+      close_all();
+      if (!opened) return std::unexpected(opened.error());
+      return Fail(kProtocolError, "open: malformed result " + opened->dump());
+    }
+    handles.push_back((*opened)["fileHandleId"].get<std::int64_t>());
+  }
+  std::mutex mu;
+  std::optional<Error> error;
+  std::uint64_t done = 0, end = 0;
+  auto worker = [&](int k) {
+    const std::int64_t h = handles[static_cast<std::size_t>(k)];
+    for (std::uint64_t off = static_cast<std::uint64_t>(k) * chunk;; off += static_cast<std::uint64_t>(streams) * chunk) {
+      {
+        std::lock_guard lock(mu);
+        if (error) return;
+      }
+      auto sk = Call("fileSeek", json{{"fileHandleId", h}, {"offset", off}, {"whence", 0}});
+      if (!sk) {
+        std::lock_guard lock(mu);
+        if (!error) error = sk.error();
+        return;
+      }
+      std::size_t got = 0;
+      bool eof = false;
+      while (got < chunk) {  // a short read is legal before EOF
+        auto r = Call("fileRead", json{{"fileHandleId", h}, {"length", chunk - got}});
+        std::optional<Error> e;
+        std::string bytes;
+        if (!r) {
+          e = r.error();
+        } else if (auto d = r->is_object() ? r->find("data") : r->end(); d == r->end()) {
+          e = Error::Make(kProtocolError, "fileRead: malformed result");
+        } else if (d->is_null()) {
+          eof = true;
+        } else if (auto b = d->is_string() ? Base64Decode(d->get_ref<const std::string&>())
+                                           : Result<std::string>(std::unexpected(Error::Make(kProtocolError, "fileRead: data")));
+                   !b || b->empty()) {
+          e = b ? Error::Make(kProtocolError, "fileRead: empty data before EOF") : b.error();
+        } else {
+          bytes = std::move(*b);
+        }
+        if (!e && !bytes.empty()) {
+          std::string_view rest = bytes;
+          auto pos = static_cast<off_t>(off + got);
+          while (!rest.empty()) {
+            ssize_t n = ::pwrite(fd, rest.data(), rest.size(), pos);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) {
+              e = LocalError("writing local file", errno);
+              break;
+            }
+            rest.remove_prefix(static_cast<std::size_t>(n));
+            pos += n;
+          }
+          got += bytes.size();
+        }
+        if (e) {
+          std::lock_guard lock(mu);
+          if (!error) error = *e;
+          return;
+        }
+        if (eof) break;
+      }
+      std::uint64_t so_far;
+      {
+        std::lock_guard lock(mu);
+        done += got;
+        if (got > 0) end = std::max(end, off + got);
+        so_far = done;
+      }
+      if (eof) return;
+      if (k == 0 && progress) progress(so_far);
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int k = 1; k < streams; ++k) threads.emplace_back(worker, k);
+  // The calling thread works too (and reports progress between its chunks).
+  worker(0);
+  for (auto& t : threads) t.join();
+  close_all();
+  if (error) return Fail(*error);
+  if (progress) progress(done);
+  return end;
 }
 
 Result<FileInfo> Sandbox::Stat(std::string_view path) {

@@ -208,6 +208,13 @@ class Sandbox {
   // could reorder data. Returns the number of bytes written.
   Result<std::uint64_t> DownloadTo(std::string_view path, int fd, const ProgressCallback& progress = nullptr,
                                    std::size_t chunk = 64 * 1024);
+  // Like DownloadTo, with `streams` handles read concurrently: handle k reads
+  // the chunks k, k+streams, ... each after a fileSeek to its offset, so the
+  // result is correct whatever order replies come in. `fd` must support
+  // pwrite (a regular file). Returns the file size.
+  Result<std::uint64_t> DownloadToParallel(std::string_view path, int fd, int streams,
+                                           const ProgressCallback& progress = nullptr,
+                                           std::size_t chunk = 64 * 1024);
   Result<FileInfo> Stat(std::string_view path);
   Result<FileInfo> Lstat(std::string_view path);
   Status Mkdir(std::string_view path, bool recursive = false, std::optional<std::uint32_t> mode = std::nullopt);
