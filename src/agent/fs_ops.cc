@@ -112,8 +112,12 @@ int MkdirAll(const std::string& path, mode_t mode) {
 
 Result<json> ReadDir(const json& msg, const Cred& cred) {
   FS_TRY_ASSIGN(path, Params(msg).Path("path"));
-  int fd = open(Resolve(cred, path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int fd = UserOpen(Resolve(cred, path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return Os(errno, "readdir", path);
+  if (int err = GuardFd(fd); err != 0) {
+    close(fd);
+    return Os(err, "readdir", path);
+  }
   DIR* dir = fdopendir(fd);
   if (dir == nullptr) {
     int err = errno;
@@ -202,9 +206,11 @@ Result<json> Rename(const json& msg, const Cred& cred) {
 Result<json> Stat(const json& msg, const Cred& cred, bool follow) {
   FS_TRY_ASSIGN(path, Params(msg).Path("path"));
   struct statx st;
-  if (int err = StatxPath(Resolve(cred, path), follow, &st); err != 0) {
-    return Os(err, follow ? "stat" : "lstat", path);
-  }
+  int fd = OpenGuardedPath(Resolve(cred, path), follow);
+  if (fd < 0) return Os(-fd, follow ? "stat" : "lstat", path);
+  int err = StatxFd(fd, &st);
+  close(fd);
+  if (err != 0) return Os(err, follow ? "stat" : "lstat", path);
   return FileInfoJson(st);
 }
 
@@ -270,8 +276,9 @@ Result<json> CopyFile(const json& msg, const Cred& cred) {
   FS_TRY_ASSIGN(from, p.Path("fromPath"));
   FS_TRY_ASSIGN(to, p.Path("toPath"));
   // O_NONBLOCK: a FIFO source must not block the open (it is rejected below).
-  UniqueFd in(open(Resolve(cred, from).c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  UniqueFd in(UserOpen(Resolve(cred, from).c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   if (!in) return Os2(errno, "copy", from, to);
+  if (int err = GuardFd(in.get()); err != 0) return Os2(err, "copy", from, to);
   fcntl(in.get(), F_SETFL, fcntl(in.get(), F_GETFL) & ~O_NONBLOCK);
   struct stat st;
   if (fstat(in.get(), &st) != 0) return Os2(errno, "copy", from, to);
@@ -279,8 +286,9 @@ Result<json> CopyFile(const json& msg, const Cred& cred) {
     return std::unexpected(Error{EINVAL, "the source path is neither a regular file nor a symlink to a regular file: copy '" + from + "' -> '" + to + "'"});
   }
   mode_t perm = st.st_mode & 07777;
-  UniqueFd out(open(Resolve(cred, to).c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, perm));
+  UniqueFd out(UserOpen(Resolve(cred, to).c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, perm));
   if (!out) return Os2(errno, "copy", from, to);
+  if (int err = GuardFd(out.get()); err != 0) return Os2(err, "copy", from, to);
   // Like std::fs::copy: the permissions are copied even onto an existing file.
   if (fchmod(out.get(), perm) != 0) return Os2(errno, "copy", from, to);
   if (int err = CopyContents(in.get(), out.get()); err != 0) return Os2(err, "copy", from, to);
@@ -316,18 +324,31 @@ Result<json> Symlink(const json& msg, const Cred& cred) {
 Result<json> ReadLink(const json& msg, const Cred& cred) {
   FS_TRY_ASSIGN(path, Params(msg).Path("path"));
   char buf[kMaxPathBytes + 1];
-  ssize_t n = readlink(Resolve(cred, path).c_str(), buf, sizeof buf);
-  if (n < 0) return Os(errno, "readlink", path);
+  int fd = OpenGuardedPath(Resolve(cred, path), /*follow=*/false);
+  if (fd < 0) return Os(-fd, "readlink", path);
+  ssize_t n = readlinkat(fd, "", buf, sizeof buf);
+  int err = errno;
+  close(fd);
+  if (n < 0) return Os(err == ENOENT ? EINVAL : err, "readlink", path);  // not a symlink
   if (static_cast<size_t>(n) >= sizeof buf) return Os(ENAMETOOLONG, "readlink", path);
   return std::string(buf, n);
 }
 
 Result<json> RealPath(const json& msg, const Cred& cred) {
   FS_TRY_ASSIGN(path, Params(msg).Path("path"));
-  char* real = realpath(Resolve(cred, path).c_str(), nullptr);
-  if (real == nullptr) return Os(errno, "realpath", path);
-  std::string out(real);
-  free(real);
+  // What the kernel resolved, read back from the guarded O_PATH fd.
+  int fd = OpenGuardedPath(Resolve(cred, path), /*follow=*/true);
+  if (fd < 0) return Os(-fd, "realpath", path);
+  char link[64];
+  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  char buf[kMaxPathBytes + 1];
+  ssize_t n = readlink(link, buf, sizeof buf);
+  int err = errno;
+  close(fd);
+  if (n < 0) return Os(err, "realpath", path);
+  if (static_cast<size_t>(n) >= sizeof buf) return Os(ENAMETOOLONG, "realpath", path);
+  std::string out(buf, static_cast<size_t>(n));
+  if (!out.starts_with('/')) return Os(ENOENT, "realpath", path);  // unreachable from our root
   return out;
 }
 
@@ -400,7 +421,7 @@ Result<json> MakeTemp(const json& msg, const Cred& cred, bool dir) {
     if (dir) {
       if (mkdir(abs.c_str(), 0700) == 0) return path;
     } else {
-      int fd = open(abs.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+      int fd = UserOpen(abs.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
       if (fd >= 0) {
         close(fd);
         return path;
@@ -501,8 +522,9 @@ Result<json> FileTable::Open(std::string_view op, const json& msg, const Cred& c
     std::lock_guard lock(mu_);
     if (handles_.size() >= kMaxHandles) return Os(EMFILE, "open", path);
   }
-  UniqueFd fd(open(Resolve(cred, path).c_str(), flags, mode));
+  UniqueFd fd(UserOpen(Resolve(cred, path).c_str(), flags, mode));
   if (!fd) return Os(errno, "open", path);
+  if (int err = GuardFd(fd.get()); err != 0) return Os(err, "open", path);
   auto h = std::make_shared<Handle>();
   h->fd = std::move(fd);
   h->path = path;

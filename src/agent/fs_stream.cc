@@ -151,8 +151,9 @@ Result<uint64_t> ReadFileToStream(const nlohmann::json& msg, const Cred& cred, i
   if (!path) return std::unexpected(path.error());
   // O_NONBLOCK: opening a FIFO must not wait for a writer (the thread could
   // then not be cancelled); reads are blocking again below.
-  UniqueFd fd(open(Resolve(cred, *path).c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  UniqueFd fd(UserOpen(Resolve(cred, *path).c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   if (!fd) return std::unexpected(OsError(errno, "open", *path));
+  if (int err = GuardFd(fd.get()); err != 0) return std::unexpected(OsError(err, "open", *path));
   fcntl(fd.get(), F_SETFL, fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK);
   struct stat st;
   if (fstat(fd.get(), &st) != 0) return std::unexpected(OsError(errno, "fstat", *path));
@@ -203,8 +204,9 @@ Status WriteFileFromStream(const nlohmann::json& msg, const Cred& cred, InStream
     flags |= O_CREAT;
   }
   // `mode` applies on creation (WIRE.md §4.0), subject to the umask.
-  UniqueFd fd(open(Resolve(cred, *path).c_str(), flags, static_cast<mode_t>(mode->value_or(0666))));
+  UniqueFd fd(UserOpen(Resolve(cred, *path).c_str(), flags, static_cast<mode_t>(mode->value_or(0666))));
   if (!fd) return std::unexpected(OsError(errno, "open", *path));
+  if (int err = GuardFd(fd.get()); err != 0) return std::unexpected(OsError(err, "open", *path));
   while (auto chunk = in.Next()) {
     size_t off = 0;
     while (off < chunk->size()) {

@@ -361,6 +361,44 @@ TEST_F(FsTest, UnprivilegedUserCannotModifyRootFiles) {
   }
 }
 
+TEST_F(FsTest, AgentsOwnProcEntriesAreOffLimits) {
+  // The agent serves fs ops from threads of its own thread group, for which
+  // the kernel waives /proc's ptrace checks; the agent must refuse itself.
+  std::string self = "/proc/" + std::to_string(agent_->pid());
+  std::vector<std::string> tids;
+  for (const auto& e : stdfs::directory_iterator(self + "/task")) tids.push_back(e.path().filename());
+  ASSERT_GT(tids.size(), 1u);  // the loop and its workers
+  symlink((self + "/environ").c_str(), P("sneaky").c_str());
+  for (uint32_t uid : {kUser, 0u}) {
+    std::string data;
+    for (const std::string& p : {self + "/environ", self + "/maps", std::string("/proc/self/environ"),
+                                 std::string("/proc/thread-self/environ"), "/proc/" + tids.back() + "/environ",
+                                 self + "/task/" + tids.back() + "/maps", P("sneaky")}) {
+      EXPECT_EQ(ErrnoOf(ReadFile(p, &data, 1 << 20, uid)), EACCES) << p << " as " << uid;
+      EXPECT_EQ(ErrnoOf(Op({{"op", "copyFile"}, {"fromPath", p}, {"toPath", P("copy")}}, uid)), EACCES) << p;
+    }
+    EXPECT_EQ(data, "");
+    EXPECT_EQ(ErrnoOf(Op({{"op", "open"}, {"path", self + "/mem"}, {"options", {{"read", true}, {"write", true}}}}, uid)),
+              EACCES);
+    EXPECT_EQ(ErrnoOf(WriteFile(self + "/mem", "x", {{"create", false}}, uid)), EACCES);
+    EXPECT_EQ(ErrnoOf(Op({{"op", "readDir"}, {"path", self + "/fd"}}, uid)), EACCES);
+    EXPECT_EQ(ErrnoOf(Op({{"op", "readLink"}, {"path", self + "/fd/0"}}, uid)), EACCES);
+    // Magic links are not followed at all (ELOOP), ours or not.
+    EXPECT_EQ(ErrnoOf(Op({{"op", "realPath"}, {"path", self + "/cwd"}}, uid)), ELOOP);
+    EXPECT_EQ(ErrnoOf(Op({{"op", "stat"}, {"path", "/proc/self/exe"}}, uid)), ELOOP);
+    EXPECT_EQ(ErrnoOf(Op({{"op", "readDir"}, {"path", self + "/root/tmp"}}, uid)), ELOOP);
+    EXPECT_EQ(ErrnoOf(Op({{"op", "lstat"}, {"path", "/proc/self"}}, uid)), 0);  // a plain symlink
+    json reply;
+    Stream({{"op", "walk"}, {"path", self + "/fd"}}, &reply);
+    EXPECT_EQ(ErrnoOf(reply), EACCES);
+  }
+  // The rest of /proc stays readable.
+  std::string version;
+  EXPECT_TRUE(ReadFile("/proc/version", &version, 1 << 20, kUser).contains("ok"));
+  EXPECT_TRUE(version.starts_with("Linux")) << version;
+  EXPECT_TRUE(Op({{"op", "readDir"}, {"path", "/proc"}}, kUser).contains("ok"));
+}
+
 TEST_F(FsTest, RejectsMalformedParams) {
   EXPECT_EQ(ErrnoOf(agent_->Call({{"op", "stat"}, {"path", "/"}})), EINVAL);  // no uid/gid/cwd
   EXPECT_EQ(ErrnoOf(agent_->Call({{"op", "stat"}, {"path", "/"}, {"uid", 0}, {"gid", 0}, {"cwd", "rel"}})), EINVAL);

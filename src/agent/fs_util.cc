@@ -1,6 +1,10 @@
 #include "agent/fs_util.h"
 
 #include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/magic.h>
+#include <linux/openat2.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -199,6 +203,66 @@ CredScope::~CredScope() {
 }
 
 void DropSupplementaryGroups() { syscall(SYS_setgroups, 0, nullptr); }
+
+int GuardFd(int fd) {
+  struct statfs sfs;
+  if (fstatfs(fd, &sfs) != 0) return errno;
+  if (sfs.f_type != PROC_SUPER_MAGIC) return 0;
+  char link[64];
+  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  char buf[kMaxPathBytes + 1];
+  ssize_t n = readlink(link, buf, sizeof buf);
+  if (n <= 0 || static_cast<size_t>(n) >= sizeof buf) return EACCES;
+  std::string_view p(buf, static_cast<size_t>(n));
+  if (p == "/proc") return 0;
+  if (!p.starts_with("/proc/")) return EACCES;  // procfs somewhere unexpected: refuse
+  p.remove_prefix(6);
+  std::string_view first = p.substr(0, p.find('/'));
+  if (first.empty() || first.find_first_not_of("0123456789") != std::string_view::npos) return 0;
+  if (first.size() > 10) return EACCES;
+  std::string id(first);
+  if (std::stol(id) == getpid()) return EACCES;
+  // A thread id of ours: /proc/<tid> works although it is not listed.
+  std::string task = "/proc/self/task/" + id;
+  if (access(task.c_str(), F_OK) == 0) return EACCES;
+  return 0;
+}
+
+int UserOpen(const char* path, int flags, mode_t mode) {
+  open_how how{};
+  how.flags = static_cast<uint64_t>(flags);
+  how.mode = (flags & O_CREAT) ? mode : 0;
+  how.resolve = RESOLVE_NO_MAGICLINKS;
+  long fd = syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof how);
+  if (fd < 0 && errno == ENOSYS) return open(path, flags, mode);  // before Linux 5.6
+  return static_cast<int>(fd);
+}
+
+int OpenGuardedPath(const std::string& path, bool follow) {
+  int fd = UserOpen(path.c_str(), O_PATH | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
+  if (fd < 0) return -errno;
+  if (int err = GuardFd(fd); err != 0) {
+    close(fd);
+    return -err;
+  }
+  return fd;
+}
+
+void RestrictThreadCapabilities() {
+  __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2] = {};
+  if (syscall(SYS_capget, &hdr, data) != 0) return;
+  uint64_t keep = 0;
+  for (int cap : {CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_FSETID, CAP_SETGID,
+                  CAP_SETUID, CAP_MKNOD, CAP_LINUX_IMMUTABLE}) {
+    keep |= uint64_t{1} << cap;
+  }
+  uint64_t eff = (uint64_t{data[1].effective} << 32 | data[0].effective) & keep;
+  data[0].effective = static_cast<uint32_t>(eff);
+  data[1].effective = static_cast<uint32_t>(eff >> 32);
+  hdr.pid = 0;  // this thread only
+  syscall(SYS_capset, &hdr, data);
+}
 
 std::string Resolve(const Cred& cred, const std::string& path) {
   if (path.empty() || path[0] == '/') return path;

@@ -77,6 +77,28 @@ class CredScope {
 // Worker threads call this once when they start.
 void DropSupplementaryGroups();
 
+// The agent's own /proc entries (/proc/<agent pid or any of its thread ids>/,
+// which /proc/self and /proc/thread-self lead to as well) are off limits to
+// fs ops: the kernel lets a thread of the same thread group read and write
+// them whatever its credentials (environ, maps, mem — writing /proc/1/mem
+// would be code execution as root). Call on every fd an op opened from a
+// user-supplied path, before using it: 0, or EACCES. Race-free, since it
+// inspects what was actually opened.
+int GuardFd(int fd);
+// open(2) for user-supplied paths: refuses to traverse "magic" links
+// (/proc/PID/fd/N, cwd, root, exe: through the agent's own they would reach
+// whatever the agent holds open). Returns the fd, or -1 with errno set.
+int UserOpen(const char* path, int flags, mode_t mode = 0);
+// Opens `path` with O_PATH (plus O_NOFOLLOW unless `follow`) and guards it:
+// the fd, or -errno. For ops that act on a path without reading it.
+int OpenGuardedPath(const std::string& path, bool follow);
+
+// Drops every capability from the calling thread's effective set except
+// those filesystem ops need (DAC, ownership, setfsuid/setfsgid). In
+// particular CAP_SYS_PTRACE goes, so /proc of other root processes is
+// checked against the caller's fsuid.
+void RestrictThreadCapabilities();
+
 // `path` made absolute against cred.cwd (no normalisation, so the kernel sees
 // the same components). An empty path stays empty (→ ENOENT from syscalls).
 std::string Resolve(const Cred& cred, const std::string& path);

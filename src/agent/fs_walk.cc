@@ -129,8 +129,12 @@ class Walker {
     std::vector<DirItem> items;
     std::pair<dev_t, ino_t> id;
     {
-      int fd = open(Resolve(cred_, root).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      int fd = UserOpen(Resolve(cred_, root).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
       if (fd < 0) return std::unexpected(OsError(errno, "readdir", NormalizePath(root)));
+      if (int err = GuardFd(fd); err != 0) {
+        close(fd);
+        return std::unexpected(OsError(err, "readdir", NormalizePath(root)));
+      }
       struct stat st;
       fstat(fd, &st);
       id = {st.st_dev, st.st_ino};

@@ -51,6 +51,7 @@ void WorkerInit() {
   // root with an empty group list anyway, this makes it independent of how
   // it was started.
   fs::DropSupplementaryGroups();
+  fs::RestrictThreadCapabilities();
 }
 
 }  // namespace
