@@ -21,15 +21,16 @@ constexpr int64_t kMaxSafeInt = 9007199254740991;  // Number.MAX_SAFE_INTEGER
 // A readDir reply must fit one control frame (1 MiB) with room to spare.
 constexpr size_t kMaxReadDirBytes = 900 * 1024;
 
-#define FS_TRY_ASSIGN(var, expr)                       \
-  auto var##_r = (expr);                               \
+#define FS_TRY_ASSIGN(var, expr)                         \
+  auto var##_r = (expr);                                 \
   if (!var##_r) return std::unexpected(var##_r.error()); \
   auto var = std::move(*var##_r)
 
 std::unexpected<Error> Os(int err, std::string_view syscall, std::string_view path) {
   return std::unexpected(OsError(err, syscall, path));
 }
-std::unexpected<Error> Os2(int err, std::string_view syscall, std::string_view a, std::string_view b) {
+std::unexpected<Error> Os2(int err, std::string_view syscall, std::string_view a,
+                           std::string_view b) {
   return std::unexpected(OsError2(err, syscall, a, b));
 }
 
@@ -283,7 +284,10 @@ Result<json> CopyFile(const json& msg, const Cred& cred) {
   struct stat st;
   if (fstat(in.get(), &st) != 0) return Os2(errno, "copy", from, to);
   if (!S_ISREG(st.st_mode)) {
-    return std::unexpected(Error{EINVAL, "the source path is neither a regular file nor a symlink to a regular file: copy '" + from + "' -> '" + to + "'"});
+    return std::unexpected(
+        Error{EINVAL,
+              "the source path is neither a regular file nor a symlink to a regular file: copy '" +
+                  from + "' -> '" + to + "'"});
   }
   mode_t perm = st.st_mode & 07777;
   UniqueFd out(UserOpen(Resolve(cred, to).c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, perm));
@@ -412,7 +416,8 @@ Result<json> MakeTemp(const json& msg, const Cred& cred, bool dir) {
   FS_TRY_ASSIGN(suffix, opts.OptString("suffix", 255));
   std::string parent = base.value_or("/tmp");
   for (const auto& part : {prefix.value_or(""), suffix.value_or("")}) {
-    if (part.find('/') != std::string::npos) return Invalid("prefix and suffix must not contain '/'");
+    if (part.find('/') != std::string::npos)
+      return Invalid("prefix and suffix must not contain '/'");
   }
   for (int attempt = 0; attempt < 100; ++attempt) {
     std::string name = prefix.value_or("") + RandomName() + suffix.value_or("");
@@ -435,9 +440,9 @@ Result<json> MakeTemp(const json& msg, const Cred& cred, bool dir) {
 }  // namespace
 
 bool IsPathOp(std::string_view op) {
-  for (std::string_view name :
-       {"readDir", "remove", "mkdir", "rename", "stat", "lstat", "chmod", "chown", "copyFile", "link",
-        "symlink", "readLink", "realPath", "truncate", "umask", "utime", "makeTempDir", "makeTempFile"}) {
+  for (std::string_view name : {"readDir", "remove", "mkdir", "rename", "stat", "lstat", "chmod",
+                                "chown", "copyFile", "link", "symlink", "readLink", "realPath",
+                                "truncate", "umask", "utime", "makeTempDir", "makeTempFile"}) {
     if (op == name) return true;
   }
   return false;
@@ -469,8 +474,9 @@ Result<json> RunPathOp(std::string_view op, const json& msg, const Cred& cred) {
 // File handles
 
 bool IsHandleOp(std::string_view op) {
-  for (std::string_view name : {"fileRead", "fileWrite", "fileSeek", "fileStat", "fileSync", "fileSyncData",
-                                "fileTruncate", "fileUtime", "fileLock", "fileUnlock", "fileClose"}) {
+  for (std::string_view name :
+       {"fileRead", "fileWrite", "fileSeek", "fileStat", "fileSync", "fileSyncData", "fileTruncate",
+        "fileUtime", "fileLock", "fileUnlock", "fileClose"}) {
     if (op == name) return true;
   }
   return false;
@@ -506,7 +512,8 @@ Result<json> FileTable::Open(std::string_view op, const json& msg, const Cred& c
     if ((create || create_new || trunc) && !write && !append) {
       return Invalid("open '" + path + "': create, createNew and truncate need write or append");
     }
-    if (trunc && append) return Invalid("open '" + path + "': truncate and append exclude each other");
+    if (trunc && append)
+      return Invalid("open '" + path + "': truncate and append exclude each other");
     bool writes = write || append;
     flags |= read && writes ? O_RDWR : (writes ? O_WRONLY : O_RDONLY);
     if (append) flags |= O_APPEND;

@@ -8,11 +8,10 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <unordered_map>
-
-#include <nlohmann/json.hpp>
 
 #include "agent/fs_util.h"
 #include "common/error.h"
@@ -24,6 +23,13 @@ namespace sandboxd::agent::fs {
 inline constexpr size_t kMaxHandleIo = 512 * 1024;
 // Open handles per agent.
 inline constexpr size_t kMaxHandles = 1024;
+
+// Deviation from "the same params as WIRE.md": chown's target ids travel as
+// `owner` / `group` (number or null, both required), because `uid` / `gid`
+// carry the caller's credentials on every agent op.
+//
+// Every path is opened with UserOpen()/GuardFd() (fs_util.h): the agent's
+// own /proc entries and magic links are refused.
 
 // True for the ops RunPathOp() serves.
 bool IsPathOp(std::string_view op);

@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <memory>
-
 #include <nlohmann/json.hpp>
 
 #include "common/fd.h"
@@ -30,7 +29,8 @@ bool OutStream::Push(std::string_view data) {
       if (cancelled_) return false;
       // At most the room left, but never split a small record (a walk
       // entry) for it: the overshoot is bounded by one record.
-      size_t n = data.size() <= link::kMaxDataChunk ? data.size() : std::min(data.size(), kMaxQueued - queued_);
+      size_t n = data.size() <= link::kMaxDataChunk ? data.size()
+                                                    : std::min(data.size(), kMaxQueued - queued_);
       queued_ += n;
       while (n > 0) {
         // Coalesce into the tail chunk so small records do not become one
@@ -140,7 +140,8 @@ namespace {
 constexpr size_t kReadChunk = 256 * 1024;
 
 std::unexpected<Error> Cancelled(std::string_view what, std::string_view path) {
-  return std::unexpected(Error{ECANCELED, std::string(what) + " '" + std::string(path) + "': cancelled"});
+  return std::unexpected(
+      Error{ECANCELED, std::string(what) + " '" + std::string(path) + "': cancelled"});
 }
 
 }  // namespace
@@ -159,9 +160,9 @@ Result<uint64_t> ReadFileToStream(const nlohmann::json& msg, const Cred& cred, i
   if (fstat(fd.get(), &st) != 0) return std::unexpected(OsError(errno, "fstat", *path));
   if (S_ISDIR(st.st_mode)) return std::unexpected(OsError(EISDIR, "read", *path));
   auto too_big = [&] {
-    return std::unexpected(Error{EFBIG, "File too large (os error " + std::to_string(EFBIG) + "): read '" +
-                                            *path + "' (larger than maxBytes " + std::to_string(max_bytes) +
-                                            ")"});
+    return std::unexpected(Error{EFBIG, "File too large (os error " + std::to_string(EFBIG) +
+                                            "): read '" + *path + "' (larger than maxBytes " +
+                                            std::to_string(max_bytes) + ")"});
   };
   if (max_bytes >= 0 && S_ISREG(st.st_mode) && st.st_size > max_bytes) return too_big();
   posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
@@ -204,7 +205,8 @@ Status WriteFileFromStream(const nlohmann::json& msg, const Cred& cred, InStream
     flags |= O_CREAT;
   }
   // `mode` applies on creation (WIRE.md §4.0), subject to the umask.
-  UniqueFd fd(UserOpen(Resolve(cred, *path).c_str(), flags, static_cast<mode_t>(mode->value_or(0666))));
+  UniqueFd fd(
+      UserOpen(Resolve(cred, *path).c_str(), flags, static_cast<mode_t>(mode->value_or(0666))));
   if (!fd) return std::unexpected(OsError(errno, "open", *path));
   if (int err = GuardFd(fd.get()); err != 0) return std::unexpected(OsError(err, "open", *path));
   while (auto chunk = in.Next()) {

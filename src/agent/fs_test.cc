@@ -4,6 +4,7 @@
 // privileges for them.
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -19,8 +20,6 @@
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "agent/test_link_client.h"
 
@@ -104,7 +103,8 @@ class FsTest : public ::testing::Test {
   }
 
   // readFile through a channel: the reply, and the bytes in `data`.
-  json ReadFile(const std::string& path, std::string* data, int64_t max_bytes = 1 << 30, uint32_t uid = 0) {
+  json ReadFile(const std::string& path, std::string* data, int64_t max_bytes = 1 << 30,
+                uint32_t uid = 0) {
     uint32_t ch = next_channel_++;
     auto& out = agent_->Out(ch);
     out.sink = [data](std::string_view b) { data->append(b); };
@@ -159,9 +159,11 @@ TEST_F(FsTest, StatReturnsAllFileInfoKeys) {
   symlink("f", P("l").c_str());
   json info = Ok({{"op", "stat"}, {"path", P("l")}});
   const std::regex iso(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)");
-  for (const char* k : {"isFile", "isDirectory", "isSymlink", "size", "mtime", "atime", "birthtime", "ctime",
-                        "mode", "dev", "ino", "nlink", "uid", "gid", "rdev", "blksize", "blocks",
-                        "isBlockDevice", "isCharDevice", "isFifo", "isSocket"}) {
+  for (const char* k :
+       {"isFile",       "isDirectory", "isSymlink", "size",    "mtime",  "atime",
+        "birthtime",    "ctime",       "mode",      "dev",     "ino",    "nlink",
+        "uid",          "gid",         "rdev",      "blksize", "blocks", "isBlockDevice",
+        "isCharDevice", "isFifo",      "isSocket"}) {
     EXPECT_TRUE(info.contains(k)) << k;
   }
   EXPECT_EQ(info.size(), 21u);
@@ -181,7 +183,8 @@ TEST_F(FsTest, StatReturnsAllFileInfoKeys) {
 
   json r = Op({{"op", "stat"}, {"path", P("nope")}});
   EXPECT_EQ(ErrnoOf(r), ENOENT);
-  EXPECT_EQ(r["err"]["message"], "No such file or directory (os error 2): stat '" + P("nope") + "'");
+  EXPECT_EQ(r["err"]["message"],
+            "No such file or directory (os error 2): stat '" + P("nope") + "'");
 }
 
 TEST_F(FsTest, MkdirSemantics) {
@@ -195,7 +198,8 @@ TEST_F(FsTest, MkdirSemantics) {
   EXPECT_EQ(st.st_mode & 0777, 0700u);
   WriteAll(P("file"), "");
   EXPECT_EQ(ErrnoOf(Op({{"op", "mkdir"}, {"path", P("file/sub")}})), ENOTDIR);
-  EXPECT_EQ(ErrnoOf(Op({{"op", "mkdir"}, {"path", P("file")}, {"options", {{"recursive", true}}}})), EEXIST);
+  EXPECT_EQ(ErrnoOf(Op({{"op", "mkdir"}, {"path", P("file")}, {"options", {{"recursive", true}}}})),
+            EEXIST);
 }
 
 TEST_F(FsTest, ReadDirListsEntriesWithTypes) {
@@ -207,7 +211,9 @@ TEST_F(FsTest, ReadDirListsEntriesWithTypes) {
   std::map<std::string, json> by_name;
   for (auto& e : list) by_name[e["name"]] = e;
   ASSERT_EQ(by_name.size(), 3u);
-  EXPECT_EQ(by_name["sub"], (json{{"name", "sub"}, {"isFile", false}, {"isDirectory", true}, {"isSymlink", false}}));
+  EXPECT_EQ(
+      by_name["sub"],
+      (json{{"name", "sub"}, {"isFile", false}, {"isDirectory", true}, {"isSymlink", false}}));
   EXPECT_EQ(by_name["a.txt"]["isFile"], true);
   EXPECT_EQ(by_name["link"]["isSymlink"], true);
   EXPECT_EQ(ErrnoOf(Op({{"op", "readDir"}, {"path", P("none")}})), ENOENT);
@@ -228,7 +234,9 @@ TEST_F(FsTest, RemoveSemantics) {
   Ok({{"op", "remove"}, {"path", P("keep/precious")}});
   Ok({{"op", "remove"}, {"path", P("keep")}});
   EXPECT_EQ(ErrnoOf(Op({{"op", "remove"}, {"path", P("keep")}})), ENOENT);
-  EXPECT_EQ(ErrnoOf(Op({{"op", "remove"}, {"path", P("keep")}, {"options", {{"recursive", true}}}})), ENOENT);
+  EXPECT_EQ(
+      ErrnoOf(Op({{"op", "remove"}, {"path", P("keep")}, {"options", {{"recursive", true}}}})),
+      ENOENT);
 }
 
 TEST_F(FsTest, RenameCopyLinksAndPaths) {
@@ -237,7 +245,8 @@ TEST_F(FsTest, RenameCopyLinksAndPaths) {
   EXPECT_EQ(ReadAll(P("b")), "content");
   json r = Op({{"op", "rename"}, {"oldPath", P("a")}, {"newPath", P("c")}});
   EXPECT_EQ(ErrnoOf(r), ENOENT);
-  EXPECT_EQ(r["err"]["message"], "No such file or directory (os error 2): rename '" + P("a") + "' -> '" + P("c") + "'");
+  EXPECT_EQ(r["err"]["message"],
+            "No such file or directory (os error 2): rename '" + P("a") + "' -> '" + P("c") + "'");
 
   chmod(P("b").c_str(), 0640);
   Ok({{"op", "copyFile"}, {"fromPath", P("b")}, {"toPath", P("c")}});
@@ -278,11 +287,15 @@ TEST_F(FsTest, ChmodChownTruncateUtime) {
   EXPECT_EQ(ErrnoOf(Op({{"op", "truncate"}, {"name", P("nf")}})), ENOENT);
   EXPECT_EQ(ErrnoOf(Op({{"op", "truncate"}, {"path", P("f")}})), EINVAL);  // the key is `name`
 
-  Ok({{"op", "utime"}, {"path", P("f")}, {"atime", "2020-02-03T04:05:06.789Z"}, {"mtime", "2021-01-01T00:00:00.000Z"}});
+  Ok({{"op", "utime"},
+      {"path", P("f")},
+      {"atime", "2020-02-03T04:05:06.789Z"},
+      {"mtime", "2021-01-01T00:00:00.000Z"}});
   info = Ok({{"op", "stat"}, {"path", P("f")}});
   EXPECT_EQ(info["atime"], "2020-02-03T04:05:06.789Z");
   EXPECT_EQ(info["mtime"], "2021-01-01T00:00:00.000Z");
-  EXPECT_EQ(ErrnoOf(Op({{"op", "utime"}, {"path", P("f")}, {"atime", "yesterday"}, {"mtime", 0}})), EINVAL);
+  EXPECT_EQ(ErrnoOf(Op({{"op", "utime"}, {"path", P("f")}, {"atime", "yesterday"}, {"mtime", 0}})),
+            EINVAL);
   EXPECT_EQ(ErrnoOf(Op({{"op", "utime"}, {"path", P("nf")}, {"atime", 0}, {"mtime", 0}})), ENOENT);
 }
 
@@ -299,7 +312,8 @@ TEST_F(FsTest, UmaskReturnsPreviousValue) {
 }
 
 TEST_F(FsTest, MakeTempDirAndFile) {
-  std::string d = Ok({{"op", "makeTempDir"}, {"options", {{"prefix", "pre-"}, {"suffix", "-suf"}}}});
+  std::string d =
+      Ok({{"op", "makeTempDir"}, {"options", {{"prefix", "pre-"}, {"suffix", "-suf"}}}});
   EXPECT_TRUE(d.starts_with("/tmp/pre-")) << d;
   EXPECT_TRUE(d.ends_with("-suf")) << d;
   EXPECT_TRUE(stdfs::is_directory(d));
@@ -337,11 +351,15 @@ TEST_F(FsTest, UnprivilegedUserCannotModifyRootFiles) {
   EXPECT_EQ(ReadFile(P("root-file"), &data, 1 << 20, kUser)["ok"]["size"], 6);
   // ... writing is not, although the agent itself is root.
   EXPECT_EQ(ErrnoOf(WriteFile(P("root-file"), "mine", json::object(), kUser)), EACCES);
-  EXPECT_EQ(ErrnoOf(Op({{"op", "open"}, {"path", P("root-file")}, {"options", {{"write", true}}}}, kUser)), EACCES);
+  EXPECT_EQ(ErrnoOf(Op({{"op", "open"}, {"path", P("root-file")}, {"options", {{"write", true}}}},
+                       kUser)),
+            EACCES);
   EXPECT_EQ(ErrnoOf(Op({{"op", "truncate"}, {"name", P("root-file")}}, kUser)), EACCES);
   EXPECT_EQ(ErrnoOf(Op({{"op", "chmod"}, {"path", P("root-file")}, {"mode", 0777}}, kUser)), EPERM);
-  EXPECT_EQ(ErrnoOf(Op({{"op", "chown"}, {"path", P("root-file")}, {"owner", kUser}, {"group", kUser}}, kUser)),
-            EPERM);
+  EXPECT_EQ(
+      ErrnoOf(Op({{"op", "chown"}, {"path", P("root-file")}, {"owner", kUser}, {"group", kUser}},
+                 kUser)),
+      EPERM);
   EXPECT_EQ(ErrnoOf(Op({{"op", "remove"}, {"path", P("root-file")}}, kUser)), EACCES);
   EXPECT_EQ(ErrnoOf(Op({{"op", "mkdir"}, {"path", P("mine")}}, kUser)), EACCES);
   EXPECT_EQ(ReadAll(P("root-file")), "root's");
@@ -366,19 +384,26 @@ TEST_F(FsTest, AgentsOwnProcEntriesAreOffLimits) {
   // the kernel waives /proc's ptrace checks; the agent must refuse itself.
   std::string self = "/proc/" + std::to_string(agent_->pid());
   std::vector<std::string> tids;
-  for (const auto& e : stdfs::directory_iterator(self + "/task")) tids.push_back(e.path().filename());
+  for (const auto& e : stdfs::directory_iterator(self + "/task"))
+    tids.push_back(e.path().filename());
   ASSERT_GT(tids.size(), 1u);  // the loop and its workers
   symlink((self + "/environ").c_str(), P("sneaky").c_str());
   for (uint32_t uid : {kUser, 0u}) {
     std::string data;
-    for (const std::string& p : {self + "/environ", self + "/maps", std::string("/proc/self/environ"),
-                                 std::string("/proc/thread-self/environ"), "/proc/" + tids.back() + "/environ",
-                                 self + "/task/" + tids.back() + "/maps", P("sneaky")}) {
+    for (const std::string& p :
+         {self + "/environ", self + "/maps", std::string("/proc/self/environ"),
+          std::string("/proc/thread-self/environ"), "/proc/" + tids.back() + "/environ",
+          self + "/task/" + tids.back() + "/maps", P("sneaky")}) {
       EXPECT_EQ(ErrnoOf(ReadFile(p, &data, 1 << 20, uid)), EACCES) << p << " as " << uid;
-      EXPECT_EQ(ErrnoOf(Op({{"op", "copyFile"}, {"fromPath", p}, {"toPath", P("copy")}}, uid)), EACCES) << p;
+      EXPECT_EQ(ErrnoOf(Op({{"op", "copyFile"}, {"fromPath", p}, {"toPath", P("copy")}}, uid)),
+                EACCES)
+          << p;
     }
     EXPECT_EQ(data, "");
-    EXPECT_EQ(ErrnoOf(Op({{"op", "open"}, {"path", self + "/mem"}, {"options", {{"read", true}, {"write", true}}}}, uid)),
+    EXPECT_EQ(ErrnoOf(Op({{"op", "open"},
+                          {"path", self + "/mem"},
+                          {"options", {{"read", true}, {"write", true}}}},
+                         uid)),
               EACCES);
     EXPECT_EQ(ErrnoOf(WriteFile(self + "/mem", "x", {{"create", false}}, uid)), EACCES);
     EXPECT_EQ(ErrnoOf(Op({{"op", "readDir"}, {"path", self + "/fd"}}, uid)), EACCES);
@@ -401,14 +426,19 @@ TEST_F(FsTest, AgentsOwnProcEntriesAreOffLimits) {
 
 TEST_F(FsTest, RejectsMalformedParams) {
   EXPECT_EQ(ErrnoOf(agent_->Call({{"op", "stat"}, {"path", "/"}})), EINVAL);  // no uid/gid/cwd
-  EXPECT_EQ(ErrnoOf(agent_->Call({{"op", "stat"}, {"path", "/"}, {"uid", 0}, {"gid", 0}, {"cwd", "rel"}})), EINVAL);
+  EXPECT_EQ(ErrnoOf(agent_->Call(
+                {{"op", "stat"}, {"path", "/"}, {"uid", 0}, {"gid", 0}, {"cwd", "rel"}})),
+            EINVAL);
   EXPECT_EQ(ErrnoOf(Op({{"op", "stat"}, {"path", 5}})), EINVAL);
   EXPECT_EQ(ErrnoOf(Op({{"op", "stat"}, {"path", std::string("/tmp\0/x", 7)}})), EINVAL);
-  EXPECT_EQ(ErrnoOf(Op({{"op", "mkdir"}, {"path", P("m")}, {"options", {{"recursive", "yes"}}}})), EINVAL);
+  EXPECT_EQ(ErrnoOf(Op({{"op", "mkdir"}, {"path", P("m")}, {"options", {{"recursive", "yes"}}}})),
+            EINVAL);
   EXPECT_EQ(ErrnoOf(Op({{"op", "mkdir"}, {"path", P("m")}, {"options", 7}})), EINVAL);
   EXPECT_EQ(ErrnoOf(Op({{"op", "chmod"}, {"path", P("m")}, {"mode", -1}})), EINVAL);
   EXPECT_EQ(ErrnoOf(Op({{"op", "readFile"}, {"path", P("m")}, {"channel", "x"}})), EINVAL);
-  EXPECT_EQ(ErrnoOf(Op({{"op", "walk"}, {"path", dir_}, {"channel", 7}, {"match", {{{"source", "("}}}}})), EINVAL);
+  EXPECT_EQ(
+      ErrnoOf(Op({{"op", "walk"}, {"path", dir_}, {"channel", 7}, {"match", {{{"source", "("}}}}})),
+      EINVAL);
   EXPECT_EQ(ErrnoOf(Op({{"op", "fileRead"}, {"fileHandleId", 12345}, {"length", 1}})), EBADF);
   EXPECT_EQ(ErrnoOf(Op({{"op", "stat"}, {"path", std::string(5000, 'a')}})), EINVAL);
   EXPECT_TRUE(agent_->Call({{"op", "ping"}}).contains("ok"));
@@ -467,7 +497,8 @@ TEST_F(FsTest, WriteFileOptions) {
 
   // The daemon abandons a transfer: one ECANCELED reply, no RESET back.
   ch = next_channel_++;
-  uint64_t id = agent_->Request(With({{"op", "writeFile"}, {"path", P("partial")}, {"channel", ch}}, 0));
+  uint64_t id =
+      agent_->Request(With({{"op", "writeFile"}, {"path", P("partial")}, {"channel", ch}}, 0));
   ASSERT_TRUE(agent_->SendInput(ch, "some bytes"));
   ASSERT_TRUE(agent_->Send(FrameType::kReset, ch, ""));
   auto resp = agent_->Await(id);
@@ -482,7 +513,8 @@ TEST_F(FsTest, ReadFileRespectsCredit) {
   WriteAll(P("f"), big);
   uint32_t ch = next_channel_++;
   agent_->Out(ch).auto_window = false;
-  uint64_t id = agent_->Request(With({{"op", "readFile"}, {"path", P("f")}, {"channel", ch}, {"maxBytes", 1 << 30}}, 0));
+  uint64_t id = agent_->Request(
+      With({{"op", "readFile"}, {"path", P("f")}, {"channel", ch}, {"maxBytes", 1 << 30}}, 0));
   ASSERT_TRUE(agent_->WaitUntil([&] { return agent_->Out(ch).bytes >= link::kInitialWindow; }));
   agent_->PumpFor(Ms(200));
   EXPECT_EQ(agent_->Out(ch).bytes, link::kInitialWindow);  // (the client flags any excess)
@@ -519,7 +551,8 @@ TEST_F(FsTest, ReadFileBoundsMemoryWhenTheDaemonDoesNotRead) {
     std::ifstream status("/proc/" + std::to_string(agent_->pid()) + "/status");
     std::string line;
     while (std::getline(status, line)) {
-      if (line.starts_with("RssAnon:")) max_anon_kb = std::max(max_anon_kb, std::stol(line.substr(8)));
+      if (line.starts_with("RssAnon:"))
+        max_anon_kb = std::max(max_anon_kb, std::stol(line.substr(8)));
     }
     usleep(10'000);
   }
@@ -544,13 +577,15 @@ TEST_F(FsTest, LargeTransferThroughput) {
   size_t received = 0;
   bool same = true;
   agent_->Out(ch).sink = [&](std::string_view b) {
-    if (same && (received + b.size() > kSize || memcmp(content.data() + received, b.data(), b.size()) != 0)) {
+    if (same && (received + b.size() > kSize ||
+                 memcmp(content.data() + received, b.data(), b.size()) != 0)) {
       same = false;
     }
     received += b.size();
   };
   t0 = Clock::now();
-  uint64_t id = agent_->Request(With({{"op", "readFile"}, {"path", P("huge")}, {"channel", ch}, {"maxBytes", kSize}}, 0));
+  uint64_t id = agent_->Request(
+      With({{"op", "readFile"}, {"path", P("huge")}, {"channel", ch}, {"maxBytes", kSize}}, 0));
   auto rr = agent_->Await(id, Ms(120000));
   double read_s = std::chrono::duration<double>(Clock::now() - t0).count();
   ASSERT_TRUE(rr);
@@ -575,20 +610,30 @@ TEST_F(FsTest, FileHandles) {
   json d = Ok({{"op", "fileRead"}, {"fileHandleId", ro}, {"length", 5}});
   EXPECT_EQ(d["data"], "aGVsbG8=");  // "hello"
   EXPECT_EQ(Ok({{"op", "fileRead"}, {"fileHandleId", ro}, {"length", 100}})["data"], "IHdvcmxk");
-  EXPECT_EQ(Ok({{"op", "fileRead"}, {"fileHandleId", ro}, {"length", 100}})["data"], nullptr);  // EOF
-  EXPECT_EQ(Ok({{"op", "fileSeek"}, {"fileHandleId", ro}, {"offset", "6"}, {"whence", 0}})["position"], 6);
-  EXPECT_EQ(Ok({{"op", "fileRead"}, {"fileHandleId", ro}, {"length", 3}})["data"], "d29y");  // "wor"
-  EXPECT_EQ(Ok({{"op", "fileSeek"}, {"fileHandleId", ro}, {"offset", -2}, {"whence", 2}})["position"], 9);
-  EXPECT_EQ(Ok({{"op", "fileSeek"}, {"fileHandleId", ro}, {"offset", 1}, {"whence", 1}})["position"], 10);
-  EXPECT_EQ(ErrnoOf(Op({{"op", "fileSeek"}, {"fileHandleId", ro}, {"offset", "x1"}, {"whence", 0}})), EINVAL);
-  EXPECT_EQ(ErrnoOf(Op({{"op", "fileSeek"}, {"fileHandleId", ro}, {"offset", 0}, {"whence", 3}})), EINVAL);
+  EXPECT_EQ(Ok({{"op", "fileRead"}, {"fileHandleId", ro}, {"length", 100}})["data"],
+            nullptr);  // EOF
+  EXPECT_EQ(
+      Ok({{"op", "fileSeek"}, {"fileHandleId", ro}, {"offset", "6"}, {"whence", 0}})["position"],
+      6);
+  EXPECT_EQ(Ok({{"op", "fileRead"}, {"fileHandleId", ro}, {"length", 3}})["data"],
+            "d29y");  // "wor"
+  EXPECT_EQ(
+      Ok({{"op", "fileSeek"}, {"fileHandleId", ro}, {"offset", -2}, {"whence", 2}})["position"], 9);
+  EXPECT_EQ(
+      Ok({{"op", "fileSeek"}, {"fileHandleId", ro}, {"offset", 1}, {"whence", 1}})["position"], 10);
+  EXPECT_EQ(
+      ErrnoOf(Op({{"op", "fileSeek"}, {"fileHandleId", ro}, {"offset", "x1"}, {"whence", 0}})),
+      EINVAL);
+  EXPECT_EQ(ErrnoOf(Op({{"op", "fileSeek"}, {"fileHandleId", ro}, {"offset", 0}, {"whence", 3}})),
+            EINVAL);
   EXPECT_EQ(Ok({{"op", "fileStat"}, {"fileHandleId", ro}})["size"], 11);
   Ok({{"op", "fileClose"}, {"fileHandleId", ro}});
   EXPECT_EQ(ErrnoOf(Op({{"op", "fileRead"}, {"fileHandleId", ro}, {"length", 1}})), EBADF);
   EXPECT_EQ(ErrnoOf(Op({{"op", "fileClose"}, {"fileHandleId", ro}})), EBADF);
 
   json rw = Ok({{"op", "create"}, {"path", P("g")}})["fileHandleId"];
-  EXPECT_EQ(Ok({{"op", "fileWrite"}, {"fileHandleId", rw}, {"data", "YWJjZGVm"}})["bytesWritten"], 6);
+  EXPECT_EQ(Ok({{"op", "fileWrite"}, {"fileHandleId", rw}, {"data", "YWJjZGVm"}})["bytesWritten"],
+            6);
   Ok({{"op", "fileSync"}, {"fileHandleId", rw}});
   Ok({{"op", "fileSyncData"}, {"fileHandleId", rw}});
   EXPECT_EQ(ReadAll(P("g")), "abcdef");
@@ -596,24 +641,38 @@ TEST_F(FsTest, FileHandles) {
   EXPECT_EQ(ReadAll(P("g")), "ab");
   Ok({{"op", "fileTruncate"}, {"fileHandleId", rw}});
   EXPECT_EQ(ReadAll(P("g")), "");
-  Ok({{"op", "fileUtime"}, {"fileHandleId", rw}, {"atime", "2001-01-01T00:00:00.000Z"}, {"mtime", "2002-01-01T00:00:00.000Z"}});
+  Ok({{"op", "fileUtime"},
+      {"fileHandleId", rw},
+      {"atime", "2001-01-01T00:00:00.000Z"},
+      {"mtime", "2002-01-01T00:00:00.000Z"}});
   EXPECT_EQ(Ok({{"op", "fileStat"}, {"fileHandleId", rw}})["mtime"], "2002-01-01T00:00:00.000Z");
   std::string too_big(512 * 1024 + 3, 'x');
   EXPECT_EQ(ErrnoOf(Op({{"op", "fileWrite"}, {"fileHandleId", rw}, {"data", too_big}})), EINVAL);
-  EXPECT_EQ(ErrnoOf(Op({{"op", "fileWrite"}, {"fileHandleId", rw}, {"data", "not base64!"}})), EINVAL);
+  EXPECT_EQ(ErrnoOf(Op({{"op", "fileWrite"}, {"fileHandleId", rw}, {"data", "not base64!"}})),
+            EINVAL);
   // A 512 KiB read is the most one reply carries.
   WriteAll(P("h"), std::string(700 * 1024, 'z'));
   json big = Ok({{"op", "open"}, {"path", P("h")}, {"options", {{"read", true}}}})["fileHandleId"];
-  EXPECT_EQ(Ok({{"op", "fileRead"}, {"fileHandleId", big}, {"length", 1 << 20}})["data"].get<std::string>().size(),
+  EXPECT_EQ(Ok({{"op", "fileRead"}, {"fileHandleId", big}, {"length", 1 << 20}})["data"]
+                .get<std::string>()
+                .size(),
             512u * 1024 / 3 * 4 + 4);
   Ok({{"op", "fileClose"}, {"fileHandleId", rw}});
   Ok({{"op", "fileClose"}, {"fileHandleId", big}});
 
   // Open options, Deno semantics.
-  EXPECT_EQ(ErrnoOf(Op({{"op", "open"}, {"path", P("n")}, {"options", {{"write", true}, {"createNew", true}}}})), 0);
-  EXPECT_EQ(ErrnoOf(Op({{"op", "open"}, {"path", P("n")}, {"options", {{"write", true}, {"createNew", true}}}})), EEXIST);
-  EXPECT_EQ(ErrnoOf(Op({{"op", "open"}, {"path", P("nx")}, {"options", {{"write", true}}}})), ENOENT);
-  EXPECT_EQ(ErrnoOf(Op({{"op", "open"}, {"path", P("n")}, {"options", {{"create", true}}}})), EINVAL);
+  EXPECT_EQ(
+      ErrnoOf(Op(
+          {{"op", "open"}, {"path", P("n")}, {"options", {{"write", true}, {"createNew", true}}}})),
+      0);
+  EXPECT_EQ(
+      ErrnoOf(Op(
+          {{"op", "open"}, {"path", P("n")}, {"options", {{"write", true}, {"createNew", true}}}})),
+      EEXIST);
+  EXPECT_EQ(ErrnoOf(Op({{"op", "open"}, {"path", P("nx")}, {"options", {{"write", true}}}})),
+            ENOENT);
+  EXPECT_EQ(ErrnoOf(Op({{"op", "open"}, {"path", P("n")}, {"options", {{"create", true}}}})),
+            EINVAL);
   json ap = Ok({{"op", "open"}, {"path", P("g")}, {"options", {{"append", true}}}})["fileHandleId"];
   Ok({{"op", "fileWrite"}, {"fileHandleId", ap}, {"data", "MTI="}});
   Ok({{"op", "fileWrite"}, {"fileHandleId", ap}, {"data", "MzQ="}});
@@ -643,7 +702,8 @@ TEST_F(FsTest, ReadingAFifoNeitherHangsNorBlocksThePool) {
   // thread of its own: the pool keeps serving.
   std::vector<uint64_t> waiting;
   for (int i = 0; i < 6; ++i) {
-    waiting.push_back(agent_->Request(With({{"op", "open"}, {"path", P("fifo")}, {"options", {{"write", true}}}}, 0)));
+    waiting.push_back(agent_->Request(
+        With({{"op", "open"}, {"path", P("fifo")}, {"options", {{"write", true}}}}, 0)));
   }
   EXPECT_TRUE(Op({{"op", "stat"}, {"path", P("fifo")}})["ok"]["isFifo"]);
   int rd = open(P("fifo").c_str(), O_RDONLY | O_NONBLOCK);
@@ -678,8 +738,15 @@ TEST(FsLimits, HandleLimitFitsUnderADefaultFileLimit) {
   EXPECT_EQ(opened, 1024);
   EXPECT_EQ(ErrnoOf(agent->Call(open_req)), EMFILE);
   // Children get the limit the agent started with.
-  json spawn = {{"op", "spawn"}, {"argv", {"sh", "-c", "ulimit -n"}}, {"env", {"PATH=/usr/bin:/bin"}},
-                {"cwd", "/"}, {"uid", 0}, {"gid", 0}, {"stdin", 0}, {"stdout", 1}, {"stderr", 0}};
+  json spawn = {{"op", "spawn"},
+                {"argv", {"sh", "-c", "ulimit -n"}},
+                {"env", {"PATH=/usr/bin:/bin"}},
+                {"cwd", "/"},
+                {"uid", 0},
+                {"gid", 0},
+                {"stdin", 0},
+                {"stdout", 1},
+                {"stderr", 0}};
   ASSERT_TRUE(agent->Call(spawn).contains("ok"));
   ASSERT_TRUE(agent->WaitUntil([&] { return agent->Out(1).eof; }));
   EXPECT_EQ(agent->Out(1).data, "1024\n");
@@ -687,14 +754,20 @@ TEST(FsLimits, HandleLimitFitsUnderADefaultFileLimit) {
 
 TEST_F(FsTest, SecondExclusiveLockWaitsWithoutBlockingOtherOps) {
   WriteAll(P("lock"), "");
-  json a = Ok({{"op", "open"}, {"path", P("lock")}, {"options", {{"read", true}, {"write", true}}}})["fileHandleId"];
-  json b = Ok({{"op", "open"}, {"path", P("lock")}, {"options", {{"read", true}, {"write", true}}}})["fileHandleId"];
+  json a = Ok({{"op", "open"},
+               {"path", P("lock")},
+               {"options", {{"read", true}, {"write", true}}}})["fileHandleId"];
+  json b = Ok({{"op", "open"},
+               {"path", P("lock")},
+               {"options", {{"read", true}, {"write", true}}}})["fileHandleId"];
   Ok({{"op", "fileLock"}, {"fileHandleId", a}, {"exclusive", true}});
-  uint64_t waiting = agent_->Request(With({{"op", "fileLock"}, {"fileHandleId", b}, {"exclusive", true}}, 0));
+  uint64_t waiting =
+      agent_->Request(With({{"op", "fileLock"}, {"fileHandleId", b}, {"exclusive", true}}, 0));
   agent_->PumpFor(Ms(300));
   EXPECT_FALSE(agent_->responses.contains(waiting));
   // The loop and the pool stay responsive while the lock is contended.
-  for (int i = 0; i < 10; ++i) EXPECT_TRUE(Op({{"op", "stat"}, {"path", P("lock")}}).contains("ok"));
+  for (int i = 0; i < 10; ++i)
+    EXPECT_TRUE(Op({{"op", "stat"}, {"path", P("lock")}}).contains("ok"));
   EXPECT_TRUE(agent_->Call({{"op", "ping"}}).contains("ok"));
   EXPECT_FALSE(agent_->responses.contains(waiting));
   Ok({{"op", "fileUnlock"}, {"fileHandleId", a}});
@@ -714,12 +787,14 @@ class WalkTest : public FsTest {
   void SetUp() override {
     FsTest::SetUp();
     if (dir_.empty()) return;
-    // root/{a.txt, b.md, sub/{c.txt, deep/d.txt}, node_modules/x.txt, link-to-a -> a.txt, loop -> .}
+    // root/{a.txt, b.md, sub/{c.txt, deep/d.txt}, node_modules/x.txt, link-to-a -> a.txt, loop ->
+    // .}
     mkdir(P("root").c_str(), 0755);
     mkdir(P("root/sub").c_str(), 0755);
     mkdir(P("root/sub/deep").c_str(), 0755);
     mkdir(P("root/node_modules").c_str(), 0755);
-    for (const char* f : {"root/a.txt", "root/b.md", "root/sub/c.txt", "root/sub/deep/d.txt", "root/node_modules/x.txt"}) {
+    for (const char* f : {"root/a.txt", "root/b.md", "root/sub/c.txt", "root/sub/deep/d.txt",
+                          "root/node_modules/x.txt"}) {
       WriteAll(P(f), f);
     }
     symlink("a.txt", P("root/link-to-a").c_str());
@@ -736,14 +811,21 @@ TEST_F(WalkTest, PreOrderRootFirstWithSymlinksReported) {
   auto paths = Paths(entries);
   ASSERT_FALSE(paths.empty());
   EXPECT_EQ(paths[0], root_);
-  EXPECT_EQ(entries[0], (json{{"path", root_}, {"name", "root"}, {"isFile", false}, {"isDirectory", true}, {"isSymlink", false}}));
+  EXPECT_EQ(entries[0], (json{{"path", root_},
+                              {"name", "root"},
+                              {"isFile", false},
+                              {"isDirectory", true},
+                              {"isSymlink", false}}));
   std::set<std::string> got(paths.begin(), paths.end());
-  EXPECT_EQ(got, (std::set<std::string>{root_, root_ + "/a.txt", root_ + "/b.md", root_ + "/sub", root_ + "/sub/c.txt",
-                                         root_ + "/sub/deep", root_ + "/sub/deep/d.txt", root_ + "/node_modules",
-                                         root_ + "/node_modules/x.txt", root_ + "/link-to-a", root_ + "/sub/loop"}));
+  EXPECT_EQ(got, (std::set<std::string>{
+                     root_, root_ + "/a.txt", root_ + "/b.md", root_ + "/sub", root_ + "/sub/c.txt",
+                     root_ + "/sub/deep", root_ + "/sub/deep/d.txt", root_ + "/node_modules",
+                     root_ + "/node_modules/x.txt", root_ + "/link-to-a", root_ + "/sub/loop"}));
   EXPECT_EQ(got.size(), paths.size());
   // A directory precedes its contents.
-  auto pos = [&](const std::string& p) { return std::find(paths.begin(), paths.end(), p) - paths.begin(); };
+  auto pos = [&](const std::string& p) {
+    return std::find(paths.begin(), paths.end(), p) - paths.begin();
+  };
   EXPECT_LT(pos(root_ + "/sub"), pos(root_ + "/sub/c.txt"));
   EXPECT_LT(pos(root_ + "/sub/deep"), pos(root_ + "/sub/deep/d.txt"));
   for (const auto& e : entries) {
@@ -752,7 +834,8 @@ TEST_F(WalkTest, PreOrderRootFirstWithSymlinksReported) {
     }
   }
   // maxDepth 0: only the root; 1: root and its children.
-  EXPECT_EQ(Paths(Stream({{"op", "walk"}, {"path", root_}, {"maxDepth", 0}})), std::vector<std::string>{root_});
+  EXPECT_EQ(Paths(Stream({{"op", "walk"}, {"path", root_}, {"maxDepth", 0}})),
+            std::vector<std::string>{root_});
   EXPECT_EQ(Stream({{"op", "walk"}, {"path", root_}, {"maxDepth", 1}}).size(), 6u);
   // Relative root: relative paths, as Deno reports them.
   auto rel = Paths(Stream({{"op", "walk"}, {"path", "root/sub/deep"}}));
@@ -778,28 +861,34 @@ TEST_F(WalkTest, FollowingASymlinkLoopTerminates) {
 }
 
 TEST_F(WalkTest, Filters) {
-  auto txt = Paths(Stream({{"op", "walk"}, {"path", root_}, {"exts", {"txt"}}, {"includeDirs", false}}));
+  auto txt =
+      Paths(Stream({{"op", "walk"}, {"path", root_}, {"exts", {"txt"}}, {"includeDirs", false}}));
   std::set<std::string> got(txt.begin(), txt.end());
-  EXPECT_EQ(got, (std::set<std::string>{root_ + "/a.txt", root_ + "/sub/c.txt", root_ + "/sub/deep/d.txt",
-                                         root_ + "/node_modules/x.txt"}));
+  EXPECT_EQ(got, (std::set<std::string>{root_ + "/a.txt", root_ + "/sub/c.txt",
+                                        root_ + "/sub/deep/d.txt", root_ + "/node_modules/x.txt"}));
   // skip: a skipped directory is not descended.
-  auto skipped = Paths(Stream({{"op", "walk"}, {"path", root_}, {"skip", {{{"source", "node_modules"}, {"flags", ""}}}}}));
+  auto skipped = Paths(Stream(
+      {{"op", "walk"}, {"path", root_}, {"skip", {{{"source", "node_modules"}, {"flags", ""}}}}}));
   for (const auto& p : skipped) EXPECT_EQ(p.find("node_modules"), std::string::npos) << p;
   // match, case-insensitive.
-  auto matched = Paths(Stream({{"op", "walk"}, {"path", root_}, {"match", {{{"source", "\\.MD$"}, {"flags", "i"}}}}}));
+  auto matched = Paths(Stream(
+      {{"op", "walk"}, {"path", root_}, {"match", {{{"source", "\\.MD$"}, {"flags", "i"}}}}}));
   EXPECT_EQ(matched, std::vector<std::string>{root_ + "/b.md"});
-  auto no_files = Stream({{"op", "walk"}, {"path", root_}, {"includeFiles", false}, {"includeSymlinks", false}});
+  auto no_files = Stream(
+      {{"op", "walk"}, {"path", root_}, {"includeFiles", false}, {"includeSymlinks", false}});
   for (const auto& e : no_files) EXPECT_EQ(e["isDirectory"], true) << e.dump();
   EXPECT_EQ(no_files.size(), 4u);
 }
 
 TEST_F(WalkTest, LargeWalkIsFlowControlled) {
   mkdir(P("many").c_str(), 0755);
-  for (int i = 0; i < 5000; ++i) WriteAll(P("many/file-with-a-longish-name-" + std::to_string(i)), "");
+  for (int i = 0; i < 5000; ++i)
+    WriteAll(P("many/file-with-a-longish-name-" + std::to_string(i)), "");
   uint32_t ch = next_channel_++;
   agent_->Out(ch).auto_window = false;
   uint64_t id = agent_->Request(With({{"op", "walk"}, {"path", P("many")}, {"channel", ch}}, 0));
-  ASSERT_TRUE(agent_->WaitUntil([&] { return agent_->Out(ch).bytes >= link::kInitialWindow - 200; }));
+  ASSERT_TRUE(
+      agent_->WaitUntil([&] { return agent_->Out(ch).bytes >= link::kInitialWindow - 200; }));
   agent_->PumpFor(Ms(200));
   EXPECT_LE(agent_->Out(ch).bytes, link::kInitialWindow);
   EXPECT_FALSE(agent_->responses.contains(id));
@@ -810,7 +899,9 @@ TEST_F(WalkTest, LargeWalkIsFlowControlled) {
   EXPECT_EQ((*r)["ok"], nullptr);
   size_t lines = 0;
   uint32_t ch2 = next_channel_++;
-  agent_->Out(ch2).sink = [&](std::string_view b) { lines += std::count(b.begin(), b.end(), '\n'); };
+  agent_->Out(ch2).sink = [&](std::string_view b) {
+    lines += std::count(b.begin(), b.end(), '\n');
+  };
   id = agent_->Request(With({{"op", "walk"}, {"path", P("many")}, {"channel", ch2}}, 0));
   ASSERT_TRUE(agent_->Await(id, Ms(20000)));
   EXPECT_EQ(lines, 5001u);
@@ -825,16 +916,20 @@ TEST_F(WalkTest, ExpandGlob) {
   auto braces = Paths(Stream({{"op", "expandGlob"}, {"glob", "{a,b}.*"}, {"root", root_}}));
   EXPECT_EQ(braces, (std::vector<std::string>{root_ + "/a.txt", root_ + "/b.md"}));
   // Relative to cwd, with exclude.
-  auto excl = Paths(Stream({{"op", "expandGlob"}, {"glob", "root/**/*.txt"}, {"exclude", {"root/node_modules"}}}));
-  EXPECT_EQ(excl, (std::vector<std::string>{root_ + "/a.txt", root_ + "/sub/c.txt", root_ + "/sub/deep/d.txt"}));
+  auto excl = Paths(Stream(
+      {{"op", "expandGlob"}, {"glob", "root/**/*.txt"}, {"exclude", {"root/node_modules"}}}));
+  EXPECT_EQ(excl, (std::vector<std::string>{root_ + "/a.txt", root_ + "/sub/c.txt",
+                                            root_ + "/sub/deep/d.txt"}));
   auto dirs = Stream({{"op", "expandGlob"}, {"glob", root_ + "/*"}, {"includeDirs", false}});
   for (const auto& e : dirs) EXPECT_EQ(e["isDirectory"], false) << e.dump();
   EXPECT_EQ(dirs.size(), 3u);  // a.txt, b.md, link-to-a
   EXPECT_TRUE(Stream({{"op", "expandGlob"}, {"glob", P("does/not/exist/*.txt")}}, &reply).empty());
   EXPECT_EQ(reply["ok"], nullptr);
-  auto icase = Paths(Stream({{"op", "expandGlob"}, {"glob", root_ + "/A.TXT"}, {"caseInsensitive", true}}));
+  auto icase =
+      Paths(Stream({{"op", "expandGlob"}, {"glob", root_ + "/A.TXT"}, {"caseInsensitive", true}}));
   EXPECT_TRUE(icase.empty());  // a fixed segment is not a pattern: A.TXT does not exist
-  auto icase2 = Paths(Stream({{"op", "expandGlob"}, {"glob", root_ + "/A.T?T"}, {"caseInsensitive", true}}));
+  auto icase2 =
+      Paths(Stream({{"op", "expandGlob"}, {"glob", root_ + "/A.T?T"}, {"caseInsensitive", true}}));
   EXPECT_EQ(icase2, std::vector<std::string>{root_ + "/a.txt"});
 }
 

@@ -253,8 +253,8 @@ void RestrictThreadCapabilities() {
   __user_cap_data_struct data[2] = {};
   if (syscall(SYS_capget, &hdr, data) != 0) return;
   uint64_t keep = 0;
-  for (int cap : {CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_FSETID, CAP_SETGID,
-                  CAP_SETUID, CAP_MKNOD, CAP_LINUX_IMMUTABLE}) {
+  for (int cap : {CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_FSETID,
+                  CAP_SETGID, CAP_SETUID, CAP_MKNOD, CAP_LINUX_IMMUTABLE}) {
     keep |= uint64_t{1} << cap;
   }
   uint64_t eff = (uint64_t{data[1].effective} << 32 | data[0].effective) & keep;
@@ -345,8 +345,8 @@ std::string IsoDate(int64_t sec, int64_t nsec) {
   int hh = static_cast<int>(rem / 3600000), mi = static_cast<int>(rem / 60000 % 60);
   int ss = static_cast<int>(rem / 1000 % 60), mss = static_cast<int>(rem % 1000);
   if (y >= 0 && y <= 9999) {
-    snprintf(buf, sizeof buf, "%04lld-%02u-%02uT%02d:%02d:%02d.%03dZ", static_cast<long long>(y), mo, d, hh,
-             mi, ss, mss);
+    snprintf(buf, sizeof buf, "%04lld-%02u-%02uT%02d:%02d:%02d.%03dZ", static_cast<long long>(y),
+             mo, d, hh, mi, ss, mss);
   } else {
     snprintf(buf, sizeof buf, "%c%06lld-%02u-%02uT%02d:%02d:%02d.%03dZ", y < 0 ? '-' : '+',
              static_cast<long long>(y < 0 ? -y : y), mo, d, hh, mi, ss, mss);
@@ -470,8 +470,10 @@ std::optional<std::string> Base64Decode(std::string_view in) {
   }();
   if (in.size() % 4 != 0) return std::nullopt;
   size_t pad = 0;
-  if (in.ends_with("==")) pad = 2;
-  else if (in.ends_with('=')) pad = 1;
+  if (in.ends_with("=="))
+    pad = 2;
+  else if (in.ends_with('='))
+    pad = 1;
   std::string out;
   out.reserve(in.size() / 4 * 3);
   for (size_t i = 0; i < in.size(); i += 4) {

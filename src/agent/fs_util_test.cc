@@ -1,11 +1,12 @@
 // Unit tests of the pure parts of the filesystem ops: dates, base64, path
 // arithmetic, glob translation, param validation.
 
-#include <regex>
+#include "agent/fs_util.h"
 
 #include <gtest/gtest.h>
 
-#include "agent/fs_util.h"
+#include <regex>
+
 #include "agent/fs_walk.h"
 
 namespace sandboxd::agent::fs {
@@ -33,7 +34,8 @@ TEST(FsUtil, IsoDateRoundTrip) {
 }
 
 TEST(FsUtil, Base64) {
-  for (const std::string& s : std::vector<std::string>{"", "f", "fo", "foo", "foob", "fooba", "foobar", std::string("\0\xff\x10", 3)}) {
+  for (const std::string& s : std::vector<std::string>{"", "f", "fo", "foo", "foob", "fooba",
+                                                       "foobar", std::string("\0\xff\x10", 3)}) {
     auto back = Base64Decode(Base64Encode(s));
     ASSERT_TRUE(back) << s;
     EXPECT_EQ(*back, s);
@@ -60,8 +62,10 @@ TEST(FsUtil, Paths) {
   EXPECT_EQ(Resolve(cred, ""), "");
 }
 
-bool GlobMatches(const std::string& glob, const std::string& path, bool extended = true, bool globstar = true) {
-  return std::regex_search(path, std::regex(GlobToRegExpSource(glob, extended, globstar), std::regex::ECMAScript));
+bool GlobMatches(const std::string& glob, const std::string& path, bool extended = true,
+                 bool globstar = true) {
+  return std::regex_search(
+      path, std::regex(GlobToRegExpSource(glob, extended, globstar), std::regex::ECMAScript));
 }
 
 TEST(FsUtil, GlobToRegExp) {

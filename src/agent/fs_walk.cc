@@ -85,7 +85,8 @@ Result<std::optional<std::vector<std::regex>>> RegexList(const Params& p, const 
       return Invalid(std::string("'") + key + "' must be an array of {source, flags}");
     }
     const auto& source = e["source"].get_ref<const std::string&>();
-    if (source.size() > 4096) return Invalid(std::string("'") + key + "': regular expression too long");
+    if (source.size() > 4096)
+      return Invalid(std::string("'") + key + "': regular expression too long");
     auto re = CompileRegex(source, e.contains("flags") ? e["flags"].get<std::string>() : "");
     if (!re) return std::unexpected(re.error());
     out.push_back(std::move(*re));
@@ -99,7 +100,8 @@ Result<WalkEntry> CreateWalkEntry(const Cred& cred, const std::string& path_in) 
   e.path = NormalizePath(path_in);
   e.name = BaseName(e.path);
   struct stat st;
-  if (stat(Resolve(cred, e.path).c_str(), &st) != 0) return std::unexpected(OsError(errno, "stat", e.path));
+  if (stat(Resolve(cred, e.path).c_str(), &st) != 0)
+    return std::unexpected(OsError(errno, "stat", e.path));
   e.is_file = S_ISREG(st.st_mode);
   e.is_directory = S_ISDIR(st.st_mode);
   e.is_symlink = S_ISLNK(st.st_mode);
@@ -152,14 +154,18 @@ class Walker {
           err = errno;
           break;
         }
-        if (d->d_name[0] == '.' && (d->d_name[1] == '\0' || (d->d_name[1] == '.' && d->d_name[2] == '\0'))) {
+        if (d->d_name[0] == '.' &&
+            (d->d_name[1] == '\0' || (d->d_name[1] == '.' && d->d_name[2] == '\0'))) {
           continue;
         }
         unsigned char t = d->d_type;
         if (t == DT_UNKNOWN) {
           struct stat es;
           if (fstatat(fd, d->d_name, &es, AT_SYMLINK_NOFOLLOW) == 0) {
-            t = S_ISDIR(es.st_mode) ? DT_DIR : S_ISLNK(es.st_mode) ? DT_LNK : S_ISREG(es.st_mode) ? DT_REG : DT_UNKNOWN;
+            t = S_ISDIR(es.st_mode)   ? DT_DIR
+                : S_ISLNK(es.st_mode) ? DT_LNK
+                : S_ISREG(es.st_mode) ? DT_REG
+                                      : DT_UNKNOWN;
           }
         }
         items.push_back({d->d_name, t});
@@ -198,7 +204,8 @@ class Walker {
         free(real);
         if (opts_.canonicalize) path = real_path;
         struct stat st;
-        if (lstat(real_path.c_str(), &st) != 0) return std::unexpected(OsError(errno, "lstat", real_path));
+        if (lstat(real_path.c_str(), &st) != 0)
+          return std::unexpected(OsError(errno, "lstat", real_path));
         is_symlink = S_ISLNK(st.st_mode);
         is_dir = S_ISDIR(st.st_mode);
       }
@@ -211,7 +218,8 @@ class Walker {
       } else if (opts_.include_files && Include(path, opts_.filters)) {
         // The entry keeps its readDir types: a followed symlink to a file
         // is reported with isSymlink true, as @std/fs does.
-        if (!Emit(WalkEntry{path, item.name, item.type == DT_REG, item.type == DT_DIR, item.type == DT_LNK})) {
+        if (!Emit(WalkEntry{path, item.name, item.type == DT_REG, item.type == DT_DIR,
+                            item.type == DT_LNK})) {
           return {};
         }
       }
@@ -232,7 +240,8 @@ class Walker {
   bool stopped_ = false;
 };
 
-Status RunWalk(const Cred& cred, const std::string& root, const WalkOptions& opts, const EntrySink& sink) {
+Status RunWalk(const Cred& cred, const std::string& root, const WalkOptions& opts,
+               const EntrySink& sink) {
   Walker w(cred, opts, sink);
   return w.Run(root, opts.max_depth);
 }
@@ -265,8 +274,10 @@ Status Walk(const json& msg, const Cred& cred, const EntrySink& sink) {
   struct {
     const char* key;
     bool* dst;
-  } bools[] = {{"includeFiles", &o.include_files},     {"includeDirs", &o.include_dirs},
-               {"includeSymlinks", &o.include_symlinks}, {"followSymlinks", &o.follow_symlinks},
+  } bools[] = {{"includeFiles", &o.include_files},
+               {"includeDirs", &o.include_dirs},
+               {"includeSymlinks", &o.include_symlinks},
+               {"followSymlinks", &o.follow_symlinks},
                {"canonicalize", &o.canonicalize}};
   for (auto& b : bools) {
     auto v = p.Bool(b.key, *b.dst);
@@ -298,12 +309,14 @@ Status ExpandGlob(const json& msg, const Cred& cred, const EntrySink& sink) {
   if (!root) return std::unexpected(root.error());
   auto exclude = p.OptStrings("exclude");
   if (!exclude) return std::unexpected(exclude.error());
-  bool include_dirs = true, extended = true, globstar = true, icase = false, follow = false, canon = true;
+  bool include_dirs = true, extended = true, globstar = true, icase = false, follow = false,
+       canon = true;
   struct {
     const char* key;
     bool* dst;
-  } bools[] = {{"includeDirs", &include_dirs},  {"extended", &extended},         {"globstar", &globstar},
-               {"caseInsensitive", &icase},     {"followSymlinks", &follow},     {"canonicalize", &canon}};
+  } bools[] = {{"includeDirs", &include_dirs}, {"extended", &extended},
+               {"globstar", &globstar},        {"caseInsensitive", &icase},
+               {"followSymlinks", &follow},    {"canonicalize", &canon}};
   for (auto& b : bools) {
     auto v = p.Bool(b.key, *b.dst);
     if (!v) return std::unexpected(v.error());
@@ -318,11 +331,13 @@ Status ExpandGlob(const json& msg, const Cred& cred, const EntrySink& sink) {
   {
     size_t b = g.find_first_not_of('/');
     size_t e = g.find_last_not_of('/');
-    std::string_view body = b == std::string::npos ? std::string_view() : std::string_view(g).substr(b, e - b + 1);
+    std::string_view body =
+        b == std::string::npos ? std::string_view() : std::string_view(g).substr(b, e - b + 1);
     size_t i = 0;
     while (true) {
       size_t j = body.find('/', i);
-      segments.emplace_back(body.substr(i, j == std::string_view::npos ? std::string_view::npos : j - i));
+      segments.emplace_back(
+          body.substr(i, j == std::string_view::npos ? std::string_view::npos : j - i));
       if (j == std::string_view::npos) break;
       i = body.find_first_not_of('/', j);
     }
@@ -335,7 +350,8 @@ Status ExpandGlob(const json& msg, const Cred& cred, const EntrySink& sink) {
   std::vector<std::regex> excludes;
   for (const auto& x : exclude->value_or(std::vector<std::string>{})) {
     try {
-      excludes.emplace_back(GlobToRegExpSource(ResolvePosix(exclude_base, x), extended, globstar), flags);
+      excludes.emplace_back(GlobToRegExpSource(ResolvePosix(exclude_base, x), extended, globstar),
+                            flags);
     } catch (const std::regex_error& e) {
       return Invalid("invalid exclude glob '" + x + "'");
     }
@@ -394,7 +410,8 @@ Status ExpandGlob(const json& msg, const Cred& cred, const EntrySink& sink) {
         if (seg == "**") {
           o.max_depth = globstar ? kInfinity : 1;
           o.canonicalize = canon;
-          SBX_TRY(RunWalk(cred, cur.path, o, [&](const WalkEntry& e) { return (full = !add(e)) == false; }));
+          SBX_TRY(RunWalk(cred, cur.path, o,
+                          [&](const WalkEntry& e) { return (full = !add(e)) == false; }));
         } else {
           o.max_depth = 1;
           SBX_TRY(RunWalk(cred, cur.path, o, [&](const WalkEntry& e) {
@@ -476,11 +493,20 @@ std::string GlobToRegExpSource(std::string_view glob, bool extended, bool globst
           if (at(k + 1) == ':' && at(k + 2) == ']') {
             i = k + 2;
             static const std::map<std::string, std::string> kClasses = {
-                {"alnum", "\\dA-Za-z"}, {"alpha", "A-Za-z"}, {"ascii", "\\x00-\\x7F"},
-                {"blank", "\\t "},      {"cntrl", "\\x00-\\x1F\\x7F"}, {"digit", "\\d"},
-                {"graph", "\\x21-\\x7E"}, {"lower", "a-z"},   {"print", "\\x20-\\x7E"},
-                {"punct", "!\"#$%&'()*+,\\-./:;<=>?@[\\\\\\]^_`{|}~"}, {"space", "\\s\\v"},
-                {"upper", "A-Z"},       {"word", "\\w"},      {"xdigit", "\\dA-Fa-f"}};
+                {"alnum", "\\dA-Za-z"},
+                {"alpha", "A-Za-z"},
+                {"ascii", "\\x00-\\x7F"},
+                {"blank", "\\t "},
+                {"cntrl", "\\x00-\\x1F\\x7F"},
+                {"digit", "\\d"},
+                {"graph", "\\x21-\\x7E"},
+                {"lower", "a-z"},
+                {"print", "\\x20-\\x7E"},
+                {"punct", "!\"#$%&'()*+,\\-./:;<=>?@[\\\\\\]^_`{|}~"},
+                {"space", "\\s\\v"},
+                {"upper", "A-Z"},
+                {"word", "\\w"},
+                {"xdigit", "\\dA-Fa-f"}};
             if (auto it = kClasses.find(value); it != kClasses.end()) segment += it->second;
             continue;
           }
@@ -559,7 +585,8 @@ std::string GlobToRegExpSource(std::string_view glob, bool extended, bool globst
             ++stars;
           }
           int next = at(i + 1);
-          if (globstar_option && stars == 2 && (prev == '/' || prev == -1) && (next == '/' || next == -1)) {
+          if (globstar_option && stars == 2 && (prev == '/' || prev == -1) &&
+              (next == '/' || next == -1)) {
             segment += kGlobstar;
             ends_with_sep = true;
           } else {
