@@ -259,7 +259,7 @@ void Connection::MarkClosed(Error why) {
 
 void Connection::HandleMessage(std::string_view text) {
   if (text == "pong" || text == "ping") return;
-  json msg = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  json msg = ParseServerMessage(text);
   if (!msg.is_object()) return;  // not JSON: ignore (the SDK would close with 4000)
   auto id = msg.find("id");
   if (id != msg.end() && !msg.contains("method")) {

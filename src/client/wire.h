@@ -95,6 +95,12 @@ Result<std::optional<StreamNotification>> ParseStreamNotification(const nlohmann
 std::string MakeStreamNotification(StreamEvent event, std::int64_t stream_id,
                                    std::string_view data = {});
 std::string MakeRequest(std::int64_t id, std::string_view method, const nlohmann::json& params);
+// json::parse of a server message, with a fast path for bulk payloads
+// (fileRead results, stream enqueues, readFile): the first `"data":"` or
+// `"ok":"` string value, when long and free of escapes, is copied into the
+// document instead of being lexed character by character. Same result as
+// json::parse; a discarded (is_discarded()) value for invalid JSON.
+nlohmann::json ParseServerMessage(std::string_view text);
 
 // --- §4.5 process status ----------------------------------------------------------
 struct ProcessStatus {

@@ -219,5 +219,46 @@ TEST(HttpError, JsonAndText) {
 
 TEST(Time, FormatIso) { EXPECT_EQ(FormatIsoUtc(1795935478931), "2026-11-29T06:57:58.931Z"); }
 
+TEST(ParseServerMessage, BulkFileReadMatchesPlainParse) {
+  std::string b64 = Base64Encode(std::string(70'000, 'x'));
+  std::string text = R"({"jsonrpc":"2.0","id":7,"result":{"ok":{"data":")" + b64 + R"("}}})";
+  auto fast = ParseServerMessage(text);
+  EXPECT_EQ(fast, nlohmann::json::parse(text));
+  EXPECT_EQ(fast["result"]["ok"]["data"], b64);
+}
+
+TEST(ParseServerMessage, BulkEnqueueAndInlineOk) {
+  std::string b64 = Base64Encode(std::string(5'000, 'y'));
+  std::string enq = MakeStreamNotification(StreamEvent::kEnqueue, 12, std::string(5'000, 'y'));
+  EXPECT_EQ(ParseServerMessage(enq), nlohmann::json::parse(enq));
+  auto n = ParseStreamNotification(ParseServerMessage(enq));
+  ASSERT_TRUE(n.has_value() && n->has_value());
+  EXPECT_EQ((*n)->data, std::string(5'000, 'y'));
+  std::string ok = R"({"jsonrpc":"2.0","id":1,"result":{"ok":")" + b64 + R"("}})";
+  EXPECT_EQ(ParseServerMessage(ok), nlohmann::json::parse(ok));
+}
+
+TEST(ParseServerMessage, FallsBackOnEscapesShortValuesAndGarbage) {
+  std::string escaped = R"({"id":1,"result":{"ok":")" + std::string(2'000, 'a') + R"(\n\"q\""}})";
+  EXPECT_EQ(ParseServerMessage(escaped), nlohmann::json::parse(escaped));
+  std::string small = R"({"id":1,"result":{"ok":{"data":"YWJj"}}})";
+  EXPECT_EQ(ParseServerMessage(small), nlohmann::json::parse(small));
+  // A "data" key mentioned inside another string stays text.
+  std::string quoted = R"({"id":1,"result":{"error":{"message":"bad \"data\":\"x\" )" + std::string(2'000, 'm') +
+                       R"(","constructorName":"Error"}}})";
+  EXPECT_EQ(ParseServerMessage(quoted), nlohmann::json::parse(quoted));
+  EXPECT_TRUE(ParseServerMessage(R"({"data":")" + std::string(2'000, 'a')).is_discarded());
+  EXPECT_TRUE(ParseServerMessage("not json").is_discarded());
+}
+
+TEST(MakeStreamNotification, EnqueueIsValidJson) {
+  auto j = nlohmann::json::parse(MakeStreamNotification(StreamEvent::kEnqueue, 3, "hello"));
+  EXPECT_EQ(j["method"], "$sandbox.stream.enqueue");
+  EXPECT_EQ(j["params"]["streamId"], 3);
+  EXPECT_EQ(j["params"]["data"], Base64Encode("hello"));
+  EXPECT_EQ(j["jsonrpc"], "2.0");
+  EXPECT_FALSE(j.contains("id"));
+}
+
 }  // namespace
 }  // namespace sandboxd::client
