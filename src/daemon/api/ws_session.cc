@@ -4,6 +4,7 @@
 
 #include <csignal>
 
+#include "daemon/api/fast_path.h"
 #include "daemon/api/rpc_params.h"
 #include "daemon/api/wire.h"
 
@@ -112,6 +113,7 @@ void WsSession::OnMessage(std::string_view text) {
     Send("pong");
     return;
   }
+  if (auto chunk = ParseStreamEnqueue(text)) return OnClientChunk(chunk->stream_id, chunk->base64);
   json msg = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (msg.is_discarded()) return CloseWith(4000, "Invalid JSON");
   auto jsonrpc = msg.is_object() ? msg.find("jsonrpc") : msg.end();
@@ -184,19 +186,7 @@ void WsSession::HandleNotification(const std::string& method, const json& p) {
   if (it == incoming_.end()) return;  // unknown client stream: ignore (WIRE.md §3.2)
   Incoming& in = it->second;
   if (method == "$sandbox.stream.enqueue") {
-    auto data = OptString(p, "data");
-    if (!data) return;
-    auto bytes = Base64Decode(*data);
-    if (!bytes) return CloseWith(1007, "stream data is not base64");
-    if (bytes->empty()) return;
-    if (in.channel) {
-      if (sb_->running()) sb_->link().Write(*in.channel, *bytes);
-      return;
-    }
-    unclaimed_bytes_ += bytes->size();
-    if (unclaimed_bytes_ > kMaxUnclaimed) return CloseWith(1008, "too much unclaimed stream data");
-    in.bytes += bytes->size();
-    in.chunks.push_back(std::move(*bytes));
+    if (auto data = OptString(p, "data")) OnClientChunk(sid, *data);
     return;
   }
   if (method == "$sandbox.stream.end" || method == "$sandbox.stream.error") {
@@ -213,6 +203,23 @@ void WsSession::HandleNotification(const std::string& method, const json& p) {
     if (failed && on_error) return on_error(err);
     if (sb_->running()) sb_->link().WriteEof(ch);  // a process's stdin sees EOF either way
   }
+}
+
+void WsSession::OnClientChunk(int64_t sid, std::string_view base64) {
+  auto it = incoming_.find(sid);
+  if (it == incoming_.end()) return;  // unknown client stream: ignore (WIRE.md §3.2)
+  Incoming& in = it->second;
+  auto bytes = Base64Decode(base64);
+  if (!bytes) return CloseWith(1007, "stream data is not base64");
+  if (bytes->empty()) return;
+  if (in.channel) {
+    if (sb_->running()) sb_->link().Write(*in.channel, *bytes);
+    return;
+  }
+  unclaimed_bytes_ += bytes->size();
+  if (unclaimed_bytes_ > kMaxUnclaimed) return CloseWith(1008, "too much unclaimed stream data");
+  in.bytes += bytes->size();
+  in.chunks.push_back(std::move(*bytes));
 }
 
 void WsSession::ClaimIncoming(int64_t sid, uint32_t ch, std::function<void()> on_reset,

@@ -89,6 +89,8 @@ class WsSession : public std::enable_shared_from_this<WsSession>, public core::A
 
   // Server→client stream plumbing.
   void ForwardOutput(int64_t stream_id, std::string_view data);
+  // Data the client sent on one of its streams (base64, as on the wire).
+  void OnClientChunk(int64_t stream_id, std::string_view base64);
   // Binds a client stream to an agent channel we write: flushes what was
   // buffered, and EOF if the client already ended it.
   // `on_error` runs if the client fails the stream (stream.error); without
