@@ -560,6 +560,7 @@ Result<json> FileTable::Run(std::string_view op, const json& msg) {
       auto it = handles_.find(static_cast<uint64_t>(id));
       if (it == handles_.end()) return std::unexpected(Error{EBADF, "Bad resource ID"});
       h = std::move(it->second);
+      h->closed = true;
       handles_.erase(it);
     }
     // The fd closes when the last in-flight op on it lets go.
@@ -655,11 +656,21 @@ Result<json> FileTable::Run(std::string_view op, const json& msg) {
       FS_TRY_ASSIGN(exclusive, p.Bool("exclusive", false));
       how = exclusive ? LOCK_EX : LOCK_SH;
     }
-    int r;
-    do {
-      r = flock(fd, how);  // blocks for fileLock: callers give it its own thread
-    } while (r != 0 && errno == EINTR);
-    if (r != 0) return Os(errno, "flock", path);
+    if (how == LOCK_UN) {
+      if (flock(fd, LOCK_UN) != 0) return Os(errno, "flock", path);
+      return nullptr;
+    }
+    // Waits like a blocking flock (callers give fileLock its own thread),
+    // but polls so that closing the handle ends the wait: a blocking flock
+    // could hold the thread, and the fd, forever.
+    useconds_t backoff = 1000;
+    while (flock(fd, how | LOCK_NB) != 0) {
+      if (errno != EWOULDBLOCK && errno != EINTR) return Os(errno, "flock", path);
+      if (h->closed)
+        return std::unexpected(Error{EBADF, "flock '" + path + "': the file was closed"});
+      usleep(backoff);
+      backoff = std::min<useconds_t>(backoff * 2, 20000);
+    }
     return nullptr;
   }
   return std::unexpected(Error{ENOSYS, "unknown op '" + std::string(op.substr(0, 64)) + "'"});

@@ -5,6 +5,7 @@
 // inside a CredScope of the request's credentials.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -42,8 +43,9 @@ class FileTable {
  public:
   struct Handle {
     UniqueFd fd;
-    std::string path;  // as given, for error messages
-    std::mutex io;     // serialises read/write/seek on the shared offset
+    std::string path;                 // as given, for error messages
+    std::mutex io;                    // serialises read/write/seek on the shared offset
+    std::atomic<bool> closed{false};  // fileClose happened: a waiting fileLock gives up
   };
 
   // open / create: the reply value {"fileHandleId": H}.

@@ -774,7 +774,20 @@ TEST_F(FsTest, SecondExclusiveLockWaitsWithoutBlockingOtherOps) {
   auto r = agent_->Await(waiting);
   ASSERT_TRUE(r);
   EXPECT_EQ((*r)["ok"], nullptr);
+  // Closing a handle ends its wait for a lock.
+  json c = Ok({{"op", "open"}, {"path", P("lock")}, {"options", {{"read", true}}}})["fileHandleId"];
+  uint64_t doomed =
+      agent_->Request(With({{"op", "fileLock"}, {"fileHandleId", c}, {"exclusive", true}}, 0));
+  agent_->PumpFor(Ms(100));
+  EXPECT_FALSE(agent_->responses.contains(doomed));
+  Ok({{"op", "fileClose"}, {"fileHandleId", c}});
+  r = agent_->Await(doomed);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(ErrnoOf(*r), EBADF);
+  // Shared locks coexist.
   Ok({{"op", "fileUnlock"}, {"fileHandleId", b}});
+  Ok({{"op", "fileLock"}, {"fileHandleId", a}, {"exclusive", false}});
+  Ok({{"op", "fileLock"}, {"fileHandleId", b}});
   Ok({{"op", "fileClose"}, {"fileHandleId", a}});
   Ok({{"op", "fileClose"}, {"fileHandleId", b}});
 }
