@@ -15,6 +15,7 @@
 // target text. A progress line (bytes, rate, ETA) goes to stderr when stderr
 // is a terminal and the transfer exceeds 4 MiB.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -94,7 +95,7 @@ class Progress {
     if (!force && now - last_ < std::chrono::milliseconds(100)) return;
     last_ = now;
     double elapsed = std::chrono::duration<double>(now - start_).count();
-    std::fprintf(stderr, "\r%s", FormatProgress(base_ + current_, total_, elapsed).c_str());
+    std::fprintf(stderr, "\r%s\033[K", FormatProgress(base_ + current_, total_, elapsed).c_str());
     std::fflush(stderr);
   }
   bool enabled_ = false;
@@ -278,6 +279,9 @@ struct Op {
 };
 
 int RunCp(const GlobalOptions& global, const std::string& src_arg, const std::string& dst_arg, bool quiet) {
+  // A sandbox-to-sandbox copy whose upload fails closes the pipe under the
+  // download: that must be EPIPE (an error value), not a fatal SIGPIPE.
+  ::signal(SIGPIPE, SIG_IGN);
   Location src = ParseLocation(src_arg), dst = ParseLocation(dst_arg);
   if (!src.remote() && !dst.remote()) {
     std::fprintf(stderr, "sandbox: cp: one of SRC and DST must be a sandbox path (ID:PATH)\n");

@@ -656,6 +656,9 @@ TEST_F(FsIntegrationTest, CliCpSandboxToSandbox) {
   ASSERT_EQ(Cli({"cp", sb_->id() + ":/tmp/src", b + ":/home/app/dst"}).exit_code, 0);
   ASSERT_EQ(Cli({"cp", b + ":/home/app/dst", (tmp.path() / "back").string()}).exit_code, 0);
   EXPECT_EQ(Snapshot(tmp.path() / "tree"), Snapshot(tmp.path() / "back"));
+  // The upload side fails (permission denied): a clean error, not SIGPIPE
+  // from the download still feeding the pipe.
+  EXPECT_EQ(Cli({"cp", sb_->id() + ":/tmp/src/a/b/c/data.bin", b + ":/root/x"}).exit_code, 1);
 }
 
 TEST_F(FsIntegrationTest, CliCpGlob) {
