@@ -4,6 +4,8 @@
 // keepalive, failed-upgrade decoding and server-side close.
 #include "client/sandbox.h"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <mutex>
 #include <thread>
@@ -47,6 +49,20 @@ class FakeServer {
     std::lock_guard lock(mu_);
     return request_;
   }
+  std::string written() {
+    std::lock_guard lock(mu_);
+    return written_;
+  }
+  size_t max_chunk() {
+    std::lock_guard lock(mu_);
+    return max_chunk_;
+  }
+  bool closed_handle() {
+    std::lock_guard lock(mu_);
+    return closed_handle_;
+  }
+  // The file served by open/fileRead (set before connecting).
+  std::string file_;
 
  private:
   void Serve(Mode mode) {
@@ -113,6 +129,48 @@ class FakeServer {
       } else if (method == "spawn" && m["params"]["command"] == "cat") {
         notify("start", {{"streamId", 1001}});
         reply({{"pid", 43}, {"stdoutStreamId", 1001}, {"stderrStreamId", nullptr}});
+      } else if (method == "writeFile" && m["params"].contains("contentStreamId")) {
+        write_stream_ = m["params"]["contentStreamId"].get<std::int64_t>();
+        write_request_id_ = m["id"];
+        if (write_ended_) reply(nullptr);
+      } else if (method == "$sandbox.stream.enqueue" && m["params"]["streamId"] == write_stream_) {
+        std::string chunk = Base64Decode(m["params"]["data"].get<std::string>()).value();
+        std::lock_guard lock(mu_);
+        max_chunk_ = std::max(max_chunk_, chunk.size());
+        written_ += chunk;
+      } else if (method == "$sandbox.stream.end" && m["params"]["streamId"] == write_stream_) {
+        write_ended_ = true;
+        if (!write_request_id_.is_null()) {
+          send({{"jsonrpc", "2.0"}, {"id", write_request_id_}, {"result", {{"ok", nullptr}}}});
+        }
+      } else if (method == "walk") {
+        // Two records before the result, one after: the client must park them.
+        auto rec = [&](const char* path, bool dir) {
+          json e = {{"path", path}, {"name", "n"}, {"isFile", !dir}, {"isDirectory", dir}, {"isSymlink", false}};
+          notify("enqueue", {{"streamId", 2000}, {"data", Base64Encode(e.dump())}});
+        };
+        notify("start", {{"streamId", 2000}});
+        rec("/w", true);
+        rec("/w/a", false);
+        reply({{"streamId", 2000}});
+        rec("/w/b", false);
+        notify("end", {{"streamId", 2000}});
+      } else if (method == "open") {
+        read_pos_ = 0;
+        reply({{"fileHandleId", 7}});
+      } else if (method == "fileRead") {
+        // Short reads (10 000 bytes) are legal before EOF.
+        size_t n = std::min<size_t>({10'000, m["params"]["length"].get<size_t>(), file_.size() - read_pos_});
+        if (n == 0) {
+          reply({{"data", nullptr}});
+        } else {
+          reply({{"data", Base64Encode(file_.substr(read_pos_, n))}});
+          read_pos_ += n;
+        }
+      } else if (method == "fileClose") {
+        std::lock_guard lock(mu_);
+        closed_handle_ = true;
+        reply(nullptr);
       } else if (method == "$sandbox.stream.enqueue") {
         stdin_data += Base64Decode(m["params"]["data"].get<std::string>()).value();
       } else if (method == "$sandbox.stream.end") {
@@ -140,6 +198,13 @@ class FakeServer {
   std::mutex mu_;
   std::vector<std::string> messages_;
   http::request<http::string_body> request_;
+  std::int64_t write_stream_ = -1;
+  json write_request_id_;
+  bool write_ended_ = false;
+  std::string written_;
+  size_t max_chunk_ = 0;
+  size_t read_pos_ = 0;
+  bool closed_handle_ = false;
 };
 
 Client MakeClient(const FakeServer& server) {
@@ -261,6 +326,100 @@ TEST(SandboxFake, ConnectValidatesIdLocally) {
   auto refused = Sandbox::Connect(Client::Create(o).value(), kId);
   ASSERT_FALSE(refused.has_value());
   EXPECT_EQ(refused.error().code, kConnectionFailed);
+}
+
+TEST(SandboxFake, WriteFileFromStreamsInBoundedChunks) {
+  FakeServer server(FakeServer::Mode::kNormal);
+  auto sb = Sandbox::Create(MakeClient(server), {});
+  ASSERT_TRUE(sb.has_value());
+  std::string data;
+  for (int i = 0; i < 300'000; ++i) data += static_cast<char>(i * 7);
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  std::thread feeder([&] {
+    (void)!write(p[1], data.data(), data.size());
+    close(p[1]);
+  });
+  std::uint64_t progress = 0;
+  auto r = sb->WriteFileFrom("/x", p[0], {}, [&](std::uint64_t n) { progress = n; });
+  feeder.join();
+  close(p[0]);
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_EQ(*r, data.size());
+  EXPECT_EQ(progress, data.size());
+  EXPECT_EQ(server.written(), data);
+  EXPECT_LE(server.max_chunk(), 64u * 1024);
+  // start, then the request naming the stream, then data, end last.
+  std::vector<json> msgs;
+  for (auto& t : server.messages()) {
+    if (t != "ping") msgs.push_back(json::parse(t));
+  }
+  ASSERT_GE(msgs.size(), 3u);
+  EXPECT_EQ(msgs[0]["method"], "$sandbox.stream.start");
+  EXPECT_EQ(msgs[1]["method"], "writeFile");
+  EXPECT_EQ(msgs[1]["params"]["contentStreamId"], msgs[0]["params"]["streamId"]);
+  EXPECT_FALSE(msgs[1]["params"].contains("content"));
+  EXPECT_EQ(msgs.back()["method"], "$sandbox.stream.end");
+}
+
+TEST(SandboxFake, WalkParksRecordsBeforeTheResult) {
+  FakeServer server(FakeServer::Mode::kNormal);
+  auto sb = Sandbox::Create(MakeClient(server), {});
+  ASSERT_TRUE(sb.has_value());
+  auto entries = sb->Walk("/w");
+  ASSERT_TRUE(entries.has_value()) << entries.error().ToString();
+  ASSERT_EQ(entries->size(), 3u);
+  EXPECT_EQ((*entries)[0].path, "/w");
+  EXPECT_TRUE((*entries)[0].is_directory);
+  EXPECT_EQ((*entries)[1].path, "/w/a");
+  EXPECT_TRUE((*entries)[1].is_file);
+  EXPECT_EQ((*entries)[2].path, "/w/b");
+}
+
+TEST(SandboxFake, DownloadToHandlesShortReadsAndCloses) {
+  FakeServer server(FakeServer::Mode::kNormal);
+  for (int i = 0; i < 100'000; ++i) server.file_ += static_cast<char>(i * 13);
+  auto sb = Sandbox::Create(MakeClient(server), {});
+  ASSERT_TRUE(sb.has_value());
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  std::string got;
+  std::thread reader([&] {
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(p[0], buf, sizeof buf)) > 0) got.append(buf, static_cast<size_t>(n));
+  });
+  auto r = sb->DownloadTo("/f", p[1]);
+  close(p[1]);
+  reader.join();
+  close(p[0]);
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_EQ(*r, server.file_.size());
+  EXPECT_EQ(got, server.file_);
+  EXPECT_TRUE(server.closed_handle());
+}
+
+TEST(FsDecode, FileInfoWalkEntryAndOptions) {
+  auto fi = DecodeFileInfo(json{{"isFile", true}, {"isDirectory", false}, {"isSymlink", false},
+                                {"size", 5000000000.0}, {"mode", 33188}, {"mtime", "2026-01-01T00:00:00.000Z"}});
+  ASSERT_TRUE(fi.has_value());
+  EXPECT_TRUE(fi->is_file);
+  EXPECT_EQ(fi->size, 5000000000u);
+  EXPECT_EQ(fi->mode, 33188u);
+  EXPECT_EQ(fi->mtime, "2026-01-01T00:00:00.000Z");
+  EXPECT_FALSE(DecodeFileInfo(json::array()).has_value());
+  auto e = DecodeWalkEntry(R"({"path":"/a/b","name":"b","isFile":false,"isDirectory":true,"isSymlink":false})");
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->path, "/a/b");
+  EXPECT_TRUE(e->is_directory);
+  EXPECT_FALSE(DecodeWalkEntry("{\"path\":1}").has_value());
+  EXPECT_FALSE(DecodeWalkEntry("{} {}").has_value());  // two records in one chunk
+  EXPECT_TRUE(WriteFileOptionsJson({}).is_null());
+  WriteFileOptions o;
+  o.append = true;
+  o.create = false;
+  o.mode = 0600;
+  EXPECT_EQ(WriteFileOptionsJson(o), (json{{"append", true}, {"create", false}, {"mode", 0600}}));
 }
 
 }  // namespace
