@@ -198,7 +198,17 @@ void WsSession::FsReadFile(int64_t id, const std::string& method, json p) {
         if (st->data.size() > kMaxInlineRead) {
           return self->ReplyAppError(id, ErrorObjectFromErrno(EFBIG, "file too large to read at once"));
         }
-        self->ReplyOk(id, text ? json(std::move(st->data)) : json(Base64Encode(st->data)));
+        if (text) return self->ReplyOk(id, json(std::move(st->data)));
+        // Up to 64 MiB: compose the reply around the base64 rather than
+        // building a JSON value and serialising it (two more copies).
+        std::string b64 = Base64Encode(st->data);
+        std::string().swap(st->data);
+        std::string reply = R"({"jsonrpc":"2.0","id":)" + std::to_string(id) + R"(,"result":{"ok":")";
+        reply.reserve(reply.size() + b64.size() + 4);
+        reply += b64;
+        std::string().swap(b64);
+        reply += R"("}})";
+        self->Send(std::move(reply));
       },
       core::AgentLink::kNoDeadline);
 }
