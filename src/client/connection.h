@@ -75,6 +75,11 @@ class Connection {
   void AttachSink(std::int64_t stream_id, StreamSink sink);
   // True once the server sent $sandbox.stream.cancel for our stream.
   bool OutStreamCancelled(std::int64_t stream_id);
+  // Drops the cancel record of a finished outgoing stream.
+  void ForgetOutStream(std::int64_t stream_id) {
+    std::lock_guard lock(mu_);
+    cancelled_out_.erase(stream_id);
+  }
   // Queues a text frame; blocks until it was written (or the connection died).
   Status SendAndWait(std::string text);
   // Attaches a spawned process's output streams; runs on the I/O thread so
@@ -114,6 +119,7 @@ class Connection {
   struct InStream {  // a server → client stream
     std::deque<std::string> buffered;
     bool ended = false;
+    bool failed = false;  // ended by $sandbox.stream.error
     std::optional<Error> error;
     std::shared_ptr<ProcessState> owner;
     bool is_stdout = true;

@@ -192,6 +192,7 @@ Result<std::uint64_t> Sandbox::WriteFileFrom(std::string_view path, int fd, cons
     if (progress) progress(sent);
   }
   c->WaitUntil([&] { return st->result.has_value(); }, std::nullopt);
+  c->ForgetOutStream(sid);
   Result<json> r;
   {
     std::lock_guard lock(c->mu());

@@ -323,6 +323,7 @@ void Connection::HandleStream(StreamNotification n) {
         case StreamEvent::kError:
           s.ended = true;
           s.error = n.error;
+          s.failed = n.event == StreamEvent::kError;
           break;
         default:
           break;
@@ -513,6 +514,7 @@ void Connection::AttachSink(std::int64_t stream_id, StreamSink sink) {
         buffered = std::move(s.buffered);
         ended = s.ended;
         error = s.error;
+        if (s.failed && !error) error = Error::Make(kRpcError, "stream failed (no error object)");
         if (ended) {
           in_streams_.erase(stream_id);
         } else {
