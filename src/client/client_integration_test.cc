@@ -638,6 +638,11 @@ TEST_F(FsIntegrationTest, CliCpTreeUpAndDown) {
   ASSERT_EQ(down.exit_code, 0);
   EXPECT_EQ(Snapshot(tmp.path() / "tree"), Snapshot(tmp.path() / "back" / "tree"));
 
+  // A big single file (parallel download path), to a new name.
+  const std::string big = PseudoRandom(9'000'000, 9);
+  ASSERT_TRUE(sb_->WriteFile("/tmp/big9.bin", big).has_value());
+  ASSERT_EQ(Cli({"cp", id + ":/tmp/big9.bin", (tmp.path() / "big9.bin").string()}).exit_code, 0);
+  EXPECT_TRUE(ReadLocal(tmp.path() / "big9.bin") == big) << "cp download of a 9 MB file differs";
   // A single file, to a new name.
   ASSERT_EQ(Cli({"cp", id + ":/tmp/tree/a/one.txt", (tmp.path() / "one-copy").string()}).exit_code, 0);
   EXPECT_EQ(ReadLocal(tmp.path() / "one-copy"), "one\n");
