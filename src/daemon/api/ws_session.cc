@@ -63,6 +63,10 @@ void WsSession::Accept(Request req) {
       return;
     }
     ws_.text(true);
+    // One frame per message: Beast's default splits writes into 4 KiB frames,
+    // and the SDK's `ws` refuses messages of more than 16384 fragments (which
+    // broke readFile above ~48 MiB); fewer frames are cheaper for both sides.
+    ws_.auto_fragment(false);
     ReadNext();
   });
 }
