@@ -14,17 +14,7 @@ daemon="${SANDBOXD_BIN:-$build/bin/sandboxd}"
 runs="${RUNS:-5}"
 size="${SIZE_MIB:-256}"
 inline="${INLINE_MIB:-64}"
-data=$(mktemp -d /tmp/sandboxd-bench-XXXXXX)
-token=$("$daemon" token create --org bench --data-dir "$data" | tail -n 1)
-agent_args=()
-[[ -n "${AGENT:-}" ]] && agent_args=(--agent "$AGENT")
-"$daemon" serve --listen 127.0.0.1:0 --data-dir "$data" --log-level warn "${agent_args[@]}" >"$data/out" 2>"$data/err" &
-pid=$!
-cleanup() { kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$data"; }
-trap cleanup EXIT
-for _ in $(seq 100); do grep -q listening "$data/out" 2>/dev/null && break; sleep 0.05; done
-endpoint=$(sed -n 's/^sandboxd listening on //p' "$data/out")
-[[ -n "$endpoint" ]] || { echo "daemon did not start:"; cat "$data/err"; exit 1; }
+source bench/daemon.sh
 "$build/bin/bench-fs" --endpoint "$endpoint" --token "$token" --runs "$runs" --size-mib "$size" --inline-mib "$inline" "$@"
 if command -v node >/dev/null && [[ -d node_modules/@deno/sandbox ]]; then
   echo

@@ -1,5 +1,7 @@
 #include "agent/agent.h"
 
+#include "common/base64.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/epoll.h>
@@ -435,11 +437,7 @@ void Agent::Respond(uint64_t id, const json& ok) {
   if (ok.is_object() && ok.size() == 1 && ok.begin().key() == "data" && ok.begin()->is_string()) {
     const auto& data = ok.begin()->get_ref<const std::string&>();
     std::string payload = "{\"id\":" + std::to_string(id) + ",\"ok\":{\"data\":\"";
-    bool plain = std::all_of(data.begin(), data.end(), [](char c) {
-      return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/' ||
-             c == '=';
-    });
-    if (plain && payload.size() + data.size() + 3 <= link::kMaxFramePayload) {
+    if (IsBase64Text(data) && payload.size() + data.size() + 3 <= link::kMaxFramePayload) {
       payload.reserve(payload.size() + data.size() + 3);
       payload += data;
       payload += "\"}}";

@@ -1,5 +1,7 @@
 #include "daemon/api/fast_path.h"
 
+#include "common/base64.h"
+
 namespace sandboxd::api {
 
 std::optional<StreamChunk> ParseStreamEnqueue(std::string_view t) {
@@ -18,15 +20,6 @@ std::optional<StreamChunk> ParseStreamEnqueue(std::string_view t) {
   t.remove_prefix(kData.size());
   if (!IsBase64Text(t)) return std::nullopt;  // escapes, quotes, more keys: the general parser decides
   return StreamChunk{id, t};
-}
-
-bool IsBase64Text(std::string_view s) {
-  for (char c : s) {
-    bool b64 = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/' ||
-               c == '=';
-    if (!b64) return false;
-  }
-  return true;
 }
 
 }  // namespace sandboxd::api

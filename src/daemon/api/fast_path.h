@@ -20,8 +20,4 @@ struct StreamChunk {
 
 std::optional<StreamChunk> ParseStreamEnqueue(std::string_view text);
 
-// True when `s` holds only base64 characters, so it can be placed between
-// JSON quotes without escaping.
-bool IsBase64Text(std::string_view s);
-
 }  // namespace sandboxd::api

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/base64.h"
+
 namespace sandboxd::core {
 namespace {
 constexpr size_t kLowWater = 1 << 20;
@@ -149,12 +151,7 @@ std::optional<std::pair<uint64_t, std::string_view>> ParseDataReply(std::string_
   t.remove_prefix(i);
   if (!t.starts_with(kMid)) return std::nullopt;
   t.remove_prefix(kMid.size());
-  for (char c : t) {
-    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/' ||
-          c == '=')) {
-      return std::nullopt;
-    }
-  }
+  if (!IsBase64Text(t)) return std::nullopt;
   return std::make_pair(id, t);
 }
 }  // namespace
