@@ -291,3 +291,14 @@ async function waitForOut(box, script, re, ms) {
   }
   return last;
 }
+
+dtest(d, "mount tables inside name no host path (image location, data dir)", async () => {
+  const sb = await d.create("a");
+  const { realpathSync } = await import("node:fs");
+  const hostPaths = [realpathSync(d.dataDir), "/work/", "/build/image", "/tmp/sbxd-test-"];
+  for (const file of ["/proc/self/mountinfo", "/proc/mounts", "/proc/1/mountinfo"]) {
+    const text = await sb.sh`cat ${file} 2>/dev/null || true`.text();
+    for (const p of hostPaths) assert.ok(!text.includes(p), `${file} reveals the host path ${p}:\n${text}`);
+    if (file === "/proc/self/mountinfo") assert.match(text, /overlay/, "the test must see the overlay line");
+  }
+});

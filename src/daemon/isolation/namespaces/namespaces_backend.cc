@@ -119,7 +119,7 @@ const char* StepName(int32_t step) {
 // ---- the child's plan, prepared by the parent ----
 
 struct FsOp {
-  enum Kind { kMount, kMkdir, kTouch, kSymlink, kRemountRo };
+  enum Kind { kMount, kMkdir, kTouch, kSymlink, kRemountRo, kChdir };
   Kind kind;
   std::string source, target, fstype, data;
   unsigned long flags = 0;
@@ -131,6 +131,7 @@ struct FsOp {
       case kTouch: return "create " + target;
       case kSymlink: return "symlink " + target + " -> " + source;
       case kRemountRo: return "remount read-only " + target;
+      case kChdir: return "chdir " + target;
     }
     return "?";
   }
@@ -208,6 +209,8 @@ int RunOp(const RawOp& op) {
     case FsOp::kRemountRo:
       return ::mount(nullptr, op.target, nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | op.flags,
                      nullptr);
+    case FsOp::kChdir:
+      return ::chdir(op.target);
   }
   errno = EINVAL;
   return -1;
@@ -589,8 +592,12 @@ std::vector<FsOp> NamespacesBackend::BuildOps(const std::string& dir) const {
   // Our mounts must not propagate back to the host (shared is systemd's
   // default for /).
   add({FsOp::kMount, "", "/", "", "", MS_REC | MS_PRIVATE});
-  add({FsOp::kMount, "overlay", m, "overlay",
-       "lowerdir=" + config_.rootfs_dir + ",upperdir=" + dir + "/upper,workdir=" + dir + "/work",
+  // The overlay's options are visible inside (/proc/self/mountinfo): give it
+  // paths relative to the sandbox's own directory, with the image bind-mounted
+  // there, so no host path (image location, data dir) shows.
+  add({FsOp::kMount, config_.rootfs_dir, dir + "/lower", "", "", MS_BIND});
+  add({FsOp::kChdir, "", dir, "", "", 0});
+  add({FsOp::kMount, "overlay", m, "overlay", "lowerdir=lower,upperdir=upper,workdir=work",
        MS_NOSUID | MS_NODEV});
 
   // /proc of the new pid namespace, with runc's masks: files that reveal or
@@ -666,7 +673,7 @@ Result<std::unique_ptr<Instance>> NamespacesBackend::Start(const SandboxSpec& sp
   auto fail = [&](Error e) { return Fail(e.Wrap("starting sandbox " + spec.id)); };
 
   if (::mkdir(dir.c_str(), 0700) != 0) return fail(Error::Errno("mkdir " + dir));
-  for (const char* sub : {"/upper", "/work", "/merged"}) {
+  for (const char* sub : {"/upper", "/work", "/merged", "/lower"}) {
     if (::mkdir((dir + sub).c_str(), 0755) != 0) return fail(Error::Errno("mkdir " + dir + sub));
   }
   // The upper layer's root becomes the sandbox's "/": owned by its root.
