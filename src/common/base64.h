@@ -2,6 +2,7 @@
 // payload on the SDK's wire. Backed by OpenSSL's EVP block coder.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -21,6 +22,31 @@ inline bool IsBase64Text(std::string_view s) {
     if (!b64) return false;
   }
   return true;
+}
+
+// Recognises `<head><decimal id><mid><base64><tail>` exactly — the fixed
+// shapes in which bulk data travels as JSON — and returns the id and a view of
+// the base64, without running a JSON parser over it. Leading zeros, more than
+// 15 digits, or any character outside the base64 alphabet return nullopt, so
+// callers fall back to a real parser for anything else.
+struct Base64Envelope {
+  uint64_t id;
+  std::string_view base64;
+};
+inline std::optional<Base64Envelope> MatchBase64Envelope(std::string_view t, std::string_view head,
+                                                         std::string_view mid, std::string_view tail) {
+  if (!t.starts_with(head) || !t.ends_with(tail) || t.size() < head.size() + tail.size()) return std::nullopt;
+  t.remove_prefix(head.size());
+  t.remove_suffix(tail.size());
+  uint64_t id = 0;
+  size_t i = 0;
+  for (; i < t.size() && i < 15 && t[i] >= '0' && t[i] <= '9'; ++i) id = id * 10 + static_cast<uint64_t>(t[i] - '0');
+  if (i == 0 || (i > 1 && t[0] == '0')) return std::nullopt;
+  t.remove_prefix(i);
+  if (!t.starts_with(mid)) return std::nullopt;
+  t.remove_prefix(mid.size());
+  if (!IsBase64Text(t)) return std::nullopt;
+  return Base64Envelope{id, t};
 }
 
 }  // namespace sandboxd

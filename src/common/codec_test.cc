@@ -33,5 +33,17 @@ TEST(SignalsTest, NamesAndNumbers) {
   EXPECT_EQ(SignalName(200), "");
 }
 
+TEST(Base64EnvelopeTest, MatchesOnlyTheExactShape) {
+  auto m = MatchBase64Envelope(R"({"id":42,"ok":{"data":"YWJj"}})", R"({"id":)", R"(,"ok":{"data":")", R"("}})");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->id, 42u);
+  EXPECT_EQ(m->base64, "YWJj");
+  for (const char* t : {R"({"id":042,"ok":{"data":"YWJj"}})", R"({"id":,"ok":{"data":"YWJj"}})",
+                        R"({"id":1,"ok":{"data":"YW\"j"}})", R"({"id":1,"ok":{"data":null}})",
+                        R"({"id":1,"ok":{"size":3}})", R"({"id":1234567890123456,"ok":{"data":""}})", ""}) {
+    EXPECT_FALSE(MatchBase64Envelope(t, R"({"id":)", R"(,"ok":{"data":")", R"("}})")) << t;
+  }
+}
+
 }  // namespace
 }  // namespace sandboxd

@@ -133,37 +133,16 @@ void AgentLink::HandleFrame(link::Frame&& f) {
   }
 }
 
-namespace {
-// The agent's fileRead reply, {"id":N,"ok":{"data":"<base64>"}}, carries up to
-// 512 KiB of base64: take it without the general JSON parser (a byte-at-a-time
-// lexer). Any other shape returns nullopt and is parsed normally.
-std::optional<std::pair<uint64_t, std::string_view>> ParseDataReply(std::string_view t) {
-  constexpr std::string_view kHead = R"({"id":)";
-  constexpr std::string_view kMid = R"(,"ok":{"data":")";
-  constexpr std::string_view kTail = R"("}})";
-  if (!t.starts_with(kHead) || !t.ends_with(kTail)) return std::nullopt;
-  t.remove_prefix(kHead.size());
-  t.remove_suffix(kTail.size());
-  uint64_t id = 0;
-  size_t i = 0;
-  for (; i < t.size() && i < 18 && t[i] >= '0' && t[i] <= '9'; ++i) id = id * 10 + static_cast<uint64_t>(t[i] - '0');
-  if (i == 0) return std::nullopt;
-  t.remove_prefix(i);
-  if (!t.starts_with(kMid)) return std::nullopt;
-  t.remove_prefix(kMid.size());
-  if (!IsBase64Text(t)) return std::nullopt;
-  return std::make_pair(id, t);
-}
-}  // namespace
-
 void AgentLink::HandleControl(const std::string& payload) {
-  if (auto fast = ParseDataReply(payload)) {
-    auto it = pending_.find(fast->first);
+  // The agent's fileRead reply carries up to 512 KiB of base64: take it
+  // without the general JSON parser (a byte-at-a-time lexer).
+  if (auto fast = MatchBase64Envelope(payload, R"({"id":)", R"(,"ok":{"data":")", R"("}})")) {
+    auto it = pending_.find(fast->id);
     if (it == pending_.end()) return;
     auto reply = std::move(it->second.reply);
     pending_.erase(it);
     json ok = json::object();
-    ok["data"] = std::string(fast->second);
+    ok["data"] = std::string(fast->base64);
     reply(std::move(ok));
     return;
   }
