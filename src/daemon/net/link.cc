@@ -1,0 +1,285 @@
+#include "daemon/net/link.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
+#include <netlink/errno.h>
+#include <netlink/netlink.h>
+#include <netlink/route/addr.h>
+#include <netlink/route/link.h>
+#include <netlink/route/link/veth.h>
+#include <netlink/route/route.h>
+#include <netlink/socket.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <memory>
+
+#include "common/fd.h"
+#include "daemon/net/netns.h"
+#include "daemon/net/subnet.h"
+
+namespace sandboxd::net {
+namespace {
+
+// Owners for libnl objects (reference counted on libnl's side).
+struct NlSockDeleter {
+  void operator()(nl_sock* s) const { nl_socket_free(s); }
+};
+struct LinkDeleter {
+  void operator()(rtnl_link* l) const { rtnl_link_put(l); }
+};
+struct AddrDeleter {
+  void operator()(rtnl_addr* a) const { rtnl_addr_put(a); }
+};
+struct NlAddrDeleter {
+  void operator()(nl_addr* a) const { nl_addr_put(a); }
+};
+struct RouteDeleter {
+  void operator()(rtnl_route* r) const { rtnl_route_put(r); }
+};
+struct CacheDeleter {
+  void operator()(nl_cache* c) const { nl_cache_free(c); }
+};
+using NlSock = std::unique_ptr<nl_sock, NlSockDeleter>;
+using Link = std::unique_ptr<rtnl_link, LinkDeleter>;
+using Addr = std::unique_ptr<rtnl_addr, AddrDeleter>;
+using NlAddr = std::unique_ptr<nl_addr, NlAddrDeleter>;
+using Route = std::unique_ptr<rtnl_route, RouteDeleter>;
+using Cache = std::unique_ptr<nl_cache, CacheDeleter>;
+
+// libnl reports its own error numbers (already mapped from errno, lossy);
+// map the ones callers may care about back.
+Error NlError(const std::string& what, int nlerr) {
+  int code = 0;
+  switch (nlerr < 0 ? -nlerr : nlerr) {
+    case NLE_EXIST: code = EEXIST; break;
+    case NLE_OBJ_NOTFOUND: code = ENOENT; break;
+    case NLE_NODEV: code = ENODEV; break;
+    case NLE_PERM:
+    case NLE_NOACCESS: code = EPERM; break;
+    case NLE_BUSY: code = EBUSY; break;
+    case NLE_INVAL: code = EINVAL; break;
+    case NLE_RANGE: code = ERANGE; break;
+    case NLE_NOMEM: code = ENOMEM; break;
+    case NLE_OPNOTSUPP: code = EOPNOTSUPP; break;
+    case NLE_NOADDR: code = EADDRNOTAVAIL; break;
+    default: code = EIO; break;
+  }
+  return Error{code, what + ": " + nl_geterror(nlerr)};
+}
+
+// A rtnetlink socket in the calling thread's network namespace.
+Result<NlSock> Connect() {
+  NlSock sk(nl_socket_alloc());
+  if (!sk) return FailMsg("nl_socket_alloc failed");
+  if (int err = nl_connect(sk.get(), NETLINK_ROUTE); err < 0) {
+    return std::unexpected(NlError("netlink connect", err));
+  }
+  return sk;
+}
+
+Result<NlAddr> MakeAddr(uint32_t ip, int prefix) {
+  const uint32_t be = htonl(ip);
+  NlAddr a(nl_addr_build(AF_INET, &be, sizeof be));
+  if (!a) return FailMsg("nl_addr_build failed");
+  nl_addr_set_prefixlen(a.get(), prefix);
+  return a;
+}
+
+Result<Link> GetLink(nl_sock* sk, const std::string& ifname) {
+  rtnl_link* raw = nullptr;
+  if (int err = rtnl_link_get_kernel(sk, 0, ifname.c_str(), &raw); err < 0) {
+    return std::unexpected(NlError("looking up link " + ifname, err));
+  }
+  return Link(raw);
+}
+
+Status SetUp(nl_sock* sk, rtnl_link* link) {
+  Link change(rtnl_link_alloc());
+  if (!change) return FailMsg("rtnl_link_alloc failed");
+  rtnl_link_set_flags(change.get(), IFF_UP);
+  if (int err = rtnl_link_change(sk, link, change.get(), 0); err < 0) {
+    return std::unexpected(NlError(std::string("setting ") + rtnl_link_get_name(link) + " up", err));
+  }
+  return {};
+}
+
+Status AddAddress(nl_sock* sk, int ifindex, uint32_t ip, int prefix, const std::string& ifname) {
+  Addr addr(rtnl_addr_alloc());
+  if (!addr) return FailMsg("rtnl_addr_alloc failed");
+  auto local = MakeAddr(ip, prefix);
+  if (!local) return std::unexpected(local.error());
+  rtnl_addr_set_ifindex(addr.get(), ifindex);
+  if (int err = rtnl_addr_set_local(addr.get(), local->get()); err < 0) {
+    return std::unexpected(NlError("rtnl_addr_set_local", err));
+  }
+  if (int err = rtnl_addr_add(sk, addr.get(), 0); err < 0) {
+    return std::unexpected(
+        NlError("adding " + Ipv4ToString(ip) + "/" + std::to_string(prefix) + " to " + ifname, err));
+  }
+  return {};
+}
+
+Status AddDefaultRoute(nl_sock* sk, int ifindex, uint32_t gateway) {
+  Route route(rtnl_route_alloc());
+  if (!route) return FailMsg("rtnl_route_alloc failed");
+  auto dst = MakeAddr(0, 0);
+  auto gw = MakeAddr(gateway, 32);
+  if (!dst) return std::unexpected(dst.error());
+  if (!gw) return std::unexpected(gw.error());
+  rtnl_route_set_family(route.get(), AF_INET);
+  rtnl_route_set_table(route.get(), RT_TABLE_MAIN);
+  rtnl_route_set_protocol(route.get(), RTPROT_STATIC);
+  rtnl_route_set_scope(route.get(), RT_SCOPE_UNIVERSE);
+  rtnl_route_set_type(route.get(), RTN_UNICAST);
+  if (int err = rtnl_route_set_dst(route.get(), dst->get()); err < 0) {
+    return std::unexpected(NlError("rtnl_route_set_dst", err));
+  }
+  rtnl_nexthop* nh = rtnl_route_nh_alloc();
+  if (!nh) return FailMsg("rtnl_route_nh_alloc failed");
+  rtnl_route_nh_set_ifindex(nh, ifindex);
+  rtnl_route_nh_set_gateway(nh, gw->get());
+  rtnl_route_add_nexthop(route.get(), nh);  // the route owns nh from here
+  if (int err = rtnl_route_add(sk, route.get(), NLM_F_CREATE | NLM_F_EXCL); err < 0) {
+    return std::unexpected(NlError("adding default route via " + Ipv4ToString(gateway), err));
+  }
+  return {};
+}
+
+// Writes a sysctl of the calling thread's network namespace (/proc/sys/net is
+// resolved per thread). With `optional`, a missing file is fine: that is how a
+// kernel without IPv6 looks.
+Status WriteSysctl(const std::string& path, std::string_view value, bool optional = false) {
+  const std::string full = "/proc/sys/net/" + path;
+  UniqueFd fd(::open(full.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd) {
+    if (optional && errno == ENOENT) return {};
+    return FailErrno("open " + full);
+  }
+  if (::write(fd.get(), value.data(), value.size()) != static_cast<ssize_t>(value.size())) {
+    return FailErrno("write " + full);
+  }
+  return {};
+}
+
+// Runs inside the sandbox's namespace: creates the pair from there (the
+// sandbox end stays, the host end is sent to `host_netns`) and configures the
+// sandbox end. Sets `created` as soon as the pair exists.
+Status CreateAndConfigureInside(const VethConfig& cfg, int host_netns, bool& created) {
+  // New links copy ipv6/conf/default, so with default.disable_ipv6 set first
+  // the sandbox end never gets an IPv6 (link-local) address at all.
+  SBX_TRY(WriteSysctl("ipv6/conf/all/disable_ipv6", "1", true));
+  SBX_TRY(WriteSysctl("ipv6/conf/default/disable_ipv6", "1", true));
+  auto sk = Connect();
+  if (!sk) return std::unexpected(sk.error().Wrap("in sandbox netns"));
+
+  Link veth(rtnl_link_veth_alloc());
+  if (!veth) return FailMsg("rtnl_link_veth_alloc failed");
+  rtnl_link_set_name(veth.get(), cfg.sandbox_ifname.c_str());
+  {
+    Link peer(rtnl_link_veth_get_peer(veth.get()));  // a new reference
+    rtnl_link_set_name(peer.get(), cfg.host_ifname.c_str());
+    rtnl_link_set_ns_fd(peer.get(), host_netns);
+  }
+  if (int err = rtnl_link_add(sk->get(), veth.get(), NLM_F_CREATE | NLM_F_EXCL); err < 0) {
+    return std::unexpected(
+        NlError("creating veth " + cfg.host_ifname + " <-> " + cfg.sandbox_ifname, err));
+  }
+  created = true;
+
+  SBX_TRY(WriteSysctl("ipv6/conf/" + cfg.sandbox_ifname + "/disable_ipv6", "1", true));
+  auto lo = GetLink(sk->get(), "lo");
+  if (!lo) return std::unexpected(lo.error());
+  SBX_TRY(SetUp(sk->get(), lo->get()));
+  auto inner = GetLink(sk->get(), cfg.sandbox_ifname);
+  if (!inner) return std::unexpected(inner.error());
+  const int index = rtnl_link_get_ifindex(inner->get());
+  SBX_TRY(AddAddress(sk->get(), index, cfg.sandbox_ip, cfg.prefix, cfg.sandbox_ifname));
+  SBX_TRY(SetUp(sk->get(), inner->get()));
+  return AddDefaultRoute(sk->get(), index, cfg.host_ip);
+}
+
+Status ConfigureHostEnd(const VethConfig& cfg) {
+  // Before the link goes up: no IPv6 address is ever configured on it.
+  SBX_TRY(WriteSysctl("ipv6/conf/" + cfg.host_ifname + "/disable_ipv6", "1", true));
+  SBX_TRY(WriteSysctl("ipv6/conf/" + cfg.host_ifname + "/accept_ra", "0", true));
+  SBX_TRY(WriteSysctl("ipv4/conf/" + cfg.host_ifname + "/rp_filter", "1"));
+  auto sk = Connect();
+  if (!sk) return std::unexpected(sk.error());
+  auto link = GetLink(sk->get(), cfg.host_ifname);
+  if (!link) return std::unexpected(link.error());
+  SBX_TRY(AddAddress(sk->get(), rtnl_link_get_ifindex(link->get()), cfg.host_ip, cfg.prefix,
+                     cfg.host_ifname));
+  return SetUp(sk->get(), link->get());
+}
+
+}  // namespace
+
+bool ValidIfname(std::string_view name) {
+  if (name.empty() || name.size() >= IFNAMSIZ || name == "." || name == "..") return false;
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '.' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+Status CreateVeth(int netns_fd, const VethConfig& cfg) {
+  if (!ValidIfname(cfg.host_ifname) || !ValidIfname(cfg.sandbox_ifname)) {
+    return FailMsg("creating veth: bad interface name \"" + cfg.host_ifname + "\" or \"" +
+                   cfg.sandbox_ifname + "\"");
+  }
+  if (cfg.prefix < 1 || cfg.prefix > 30) return FailMsg("creating veth: bad prefix length");
+  auto host_netns = OpenCurrentNetns();
+  if (!host_netns) return std::unexpected(host_netns.error());
+
+  bool created = false;
+  Status st = RunInNetns(netns_fd, [&] {
+    return CreateAndConfigureInside(cfg, host_netns->get(), created);
+  });
+  if (st) st = ConfigureHostEnd(cfg);
+  if (!st && created) {
+    // Deleting either end of a veth deletes the pair.
+    if (auto del = DeleteLink(cfg.host_ifname); !del) {
+      return std::unexpected(st.error().Wrap("(and cleanup failed: " + del.error().message + ")"));
+    }
+  }
+  if (!st) return std::unexpected(st.error().Wrap("creating veth " + cfg.host_ifname));
+  return {};
+}
+
+Status DeleteLink(std::string_view ifname) {
+  if (!ValidIfname(ifname)) return FailMsg("deleting link: bad name \"" + std::string(ifname) + "\"");
+  auto sk = Connect();
+  if (!sk) return std::unexpected(sk.error());
+  Link link(rtnl_link_alloc());
+  if (!link) return FailMsg("rtnl_link_alloc failed");
+  const std::string name(ifname);
+  rtnl_link_set_name(link.get(), name.c_str());
+  if (int err = rtnl_link_delete(sk->get(), link.get()); err < 0) {
+    if (err == -NLE_NODEV || err == -NLE_OBJ_NOTFOUND) return {};
+    return std::unexpected(NlError("deleting link " + name, err));
+  }
+  return {};
+}
+
+Result<std::vector<std::string>> ListLinks(std::string_view prefix) {
+  auto sk = Connect();
+  if (!sk) return std::unexpected(sk.error());
+  nl_cache* raw = nullptr;
+  if (int err = rtnl_link_alloc_cache(sk->get(), AF_UNSPEC, &raw); err < 0) {
+    return std::unexpected(NlError("listing links", err));
+  }
+  Cache cache(raw);
+  std::vector<std::string> names;
+  for (nl_object* obj = nl_cache_get_first(cache.get()); obj; obj = nl_cache_get_next(obj)) {
+    const char* name = rtnl_link_get_name(reinterpret_cast<rtnl_link*>(obj));
+    if (name && std::string_view(name).starts_with(prefix)) names.emplace_back(name);
+  }
+  return names;
+}
+
+}  // namespace sandboxd::net
