@@ -1,0 +1,13 @@
+# Egress policy and naming: allowNet parsing and matching.
+add_library(sbx_net_policy STATIC
+  allowlist.cc
+)
+target_include_directories(sbx_net_policy PUBLIC ${PROJECT_SOURCE_DIR}/src)
+target_link_libraries(sbx_net_policy
+  PUBLIC sbx_common Boost::boost)
+
+add_executable(net_policy_test
+  allowlist_test.cc
+)
+target_link_libraries(net_policy_test PRIVATE sbx_net_policy GTest::gtest_main)
+gtest_discover_tests(net_policy_test)
