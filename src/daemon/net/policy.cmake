@@ -1,6 +1,7 @@
-# Egress policy and naming: allowNet parsing and matching.
+# Egress policy and naming: allowNet parsing and matching, address classes.
 add_library(sbx_net_policy STATIC
   allowlist.cc
+  addr_class.cc
 )
 target_include_directories(sbx_net_policy PUBLIC ${PROJECT_SOURCE_DIR}/src)
 target_link_libraries(sbx_net_policy
@@ -8,6 +9,7 @@ target_link_libraries(sbx_net_policy
 
 add_executable(net_policy_test
   allowlist_test.cc
+  addr_class_test.cc
 )
 target_link_libraries(net_policy_test PRIVATE sbx_net_policy GTest::gtest_main)
 gtest_discover_tests(net_policy_test)
