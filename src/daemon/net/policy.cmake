@@ -1,15 +1,19 @@
-# Egress policy and naming: allowNet parsing and matching, address classes.
+# Egress policy and naming: allowNet parsing and matching, address classes,
+# the shared name resolver.
 add_library(sbx_net_policy STATIC
   allowlist.cc
   addr_class.cc
+  name_resolver.cc
 )
 target_include_directories(sbx_net_policy PUBLIC ${PROJECT_SOURCE_DIR}/src)
 target_link_libraries(sbx_net_policy
-  PUBLIC sbx_common Boost::boost)
+  PUBLIC sbx_common Boost::boost Threads::Threads
+  PRIVATE spdlog::spdlog)
 
 add_executable(net_policy_test
   allowlist_test.cc
   addr_class_test.cc
+  name_resolver_test.cc
 )
 target_link_libraries(net_policy_test PRIVATE sbx_net_policy GTest::gtest_main)
 gtest_discover_tests(net_policy_test)
