@@ -21,6 +21,7 @@
 
 #include "agent/fs_walk.h"
 #include "agent/log.h"
+#include "agent/pty.h"
 #include "agent/request.h"
 
 namespace sandboxd::agent {
@@ -299,9 +300,19 @@ void Agent::HandleFrame(link::Frame& f) {
         return;
       }
       auto it = ins_.find(f.channel);
-      if (it == ins_.end()) return;
-      it->second.eof = true;
-      if (it->second.active) FlushIn(f.channel);
+      if (it == ins_.end() || it->second.eof) return;
+      InChannel& ch = it->second;
+      ch.eof = true;
+      if (ch.terminal != 0) {
+        // A terminal has no EOF of its own: type the EOF character after
+        // the pending input, like a user pressing ^D (the master stays
+        // open). Not daemon data, so no credit is returned for it: the
+        // channel closes once it is written.
+        ch.buf.erase(0, ch.off);
+        ch.off = 0;
+        ch.buf.push_back(EofChar(ch.fd.get()));
+      }
+      if (ch.active) FlushIn(f.channel);
       return;
     }
     case FrameType::kWindow: {
@@ -326,8 +337,14 @@ void Agent::HandleFrame(link::Frame& f) {
     }
     case FrameType::kReset:
       // From the reader of an output channel: stop and close the read end
-      // (the process gets EPIPE). From the writer of stdin: close the pipe.
-      if (outs_.contains(f.channel)) CloseOut(f.channel);
+      // (the process gets EPIPE; for a pty the terminal hangs up, the
+      // process gets SIGHUP). From the writer of stdin: close the pipe (for
+      // a pty, just stop writing to it).
+      if (auto o = outs_.find(f.channel); o != outs_.end()) {
+        uint64_t terminal = o->second.terminal;
+        CloseOut(f.channel);
+        if (terminal != 0) HangUp(terminal);
+      }
       if (ins_.contains(f.channel)) CloseIn(f.channel);
       // File streams: the worker stops and its request is answered with
       // ECANCELED (every request gets exactly one reply).
@@ -402,8 +419,20 @@ void Agent::HandleSpawn(uint64_t id, const json& msg) {
   // Channels exist from now on, so stdin DATA sent before the response is
   // kept, but stay inactive until exec is confirmed: a failed spawn must
   // produce only its error, no EOFs or RESETs.
-  if (proc.channels[0] != 0) ins_[proc.channels[0]].fd = std::move(child->stdin_w);
-  if (proc.channels[1] != 0) outs_[proc.channels[1]].fd = std::move(child->stdout_r);
+  if (child->pty_master) {
+    proc.terminal = next_terminal_++;
+    proc.pty_master = std::move(child->pty_master);
+  }
+  if (proc.channels[0] != 0) {
+    InChannel& in = ins_[proc.channels[0]];
+    in.fd = std::move(child->stdin_w);
+    in.terminal = proc.terminal;
+  }
+  if (proc.channels[1] != 0) {
+    OutChannel& out = outs_[proc.channels[1]];
+    out.fd = std::move(child->stdout_r);
+    out.terminal = proc.terminal;
+  }
   if (proc.channels[2] != 0) outs_[proc.channels[2]].fd = std::move(child->stderr_r);
   int status_fd = child->exec.status.get();
   proc.exec = std::move(child->exec);
@@ -427,6 +456,19 @@ void Agent::HandleKill(uint64_t id, const json& msg) {
     return RespondErr(id, Error::Errno("kill " + std::to_string(req->pid)));
   }
   Respond(id, nullptr);
+}
+
+void Agent::HangUp(uint64_t terminal) {
+  for (auto& [pid, proc] : procs_) {
+    if (proc.terminal == terminal) proc.pty_master.Reset();
+  }
+  std::vector<uint32_t> ins;
+  for (const auto& [id, ch] : ins_) {
+    if (ch.terminal == terminal) ins.push_back(id);
+  }
+  // Its input can no longer be delivered: tell the daemon, as when a
+  // process closes its stdin.
+  for (uint32_t id : ins) ResetIn(id);
 }
 
 void Agent::Respond(uint64_t id, const json& ok) {
@@ -807,7 +849,11 @@ void Agent::OnOutReadable(uint32_t id) {
     return;
   }
   if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
-  if (n < 0) Log("channel %u: read: %s", id, strerror(errno));
+  // A pty master reads EIO once every slave fd is closed and the output is
+  // drained (the kernel hands out buffered output first): its normal end.
+  if (n < 0 && !(ch.terminal != 0 && errno == EIO)) {
+    Log("channel %u: read: %s", id, strerror(errno));
+  }
   link::AppendFrame(out_, FrameType::kEof, id, "");
   CloseOut(id);
   UpdateCongestion();
@@ -817,9 +863,11 @@ void Agent::OnInEvent(uint32_t id, uint32_t events) {
   auto it = ins_.find(id);
   if (it == ins_.end()) return;
   InChannel& ch = it->second;
-  if ((events & EPOLLERR) && ch.off == ch.buf.size()) {
-    // The process closed its stdin (or exited). Nothing to write that would
-    // reveal EPIPE, so tell the daemon now instead of at its next write.
+  if ((events & (EPOLLERR | EPOLLHUP)) && ch.off == ch.buf.size()) {
+    // The process closed its stdin (or exited): EPOLLERR on a pipe,
+    // EPOLLHUP on a pty master once no slave fd is left. Nothing to write
+    // that would reveal EPIPE, so tell the daemon now instead of at its
+    // next write.
     ResetIn(id);
     return;
   }
@@ -839,8 +887,11 @@ void Agent::FlushIn(uint32_t id) {
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) break;
-    if (n < 0 && errno != EPIPE) Log("channel %u: write: %s", id, strerror(errno));
-    // EPIPE: the process closed its stdin; the bytes can never be delivered.
+    if (n < 0 && errno != EPIPE && !(ch.terminal != 0 && errno == EIO)) {
+      Log("channel %u: write: %s", id, strerror(errno));
+    }
+    // EPIPE (EIO for a pty): the process closed its stdin; the bytes can
+    // never be delivered.
     ResetIn(id);
     return;
   }

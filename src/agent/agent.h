@@ -53,7 +53,8 @@ class Agent {
   // A stdout/stderr channel: the agent reads the pipe and sends DATA while
   // it holds credit.
   struct OutChannel {
-    UniqueFd fd;  // pipe read end
+    UniqueFd fd;  // pipe read end, or a dup of a pty master
+    uint64_t terminal = 0;  // non-zero for a pty (see Process::terminal)
     uint32_t credit = link::kInitialWindow;
     bool active = false;   // the spawn succeeded and was answered
     bool watched = false;  // in the epoll set (EPOLLIN)
@@ -61,7 +62,8 @@ class Agent {
   // A stdin channel: the daemon sends DATA within the credit the agent gave,
   // the agent writes it to the pipe and returns the credit.
   struct InChannel {
-    UniqueFd fd;  // pipe write end
+    UniqueFd fd;  // pipe write end, or a dup of a pty master
+    uint64_t terminal = 0;  // non-zero for a pty: EOF is typed as VEOF
     std::string buf;  // received, not yet written to the pipe (≤ the window)
     size_t off = 0;
     uint32_t window = link::kInitialWindow;  // credit the daemon still holds
@@ -76,6 +78,12 @@ class Agent {
     std::optional<PendingExec> exec;    // set until the exec outcome is known
     bool started = false;               // exec succeeded: report its exit
     uint32_t channels[3] = {0, 0, 0};  // stdin, stdout, stderr
+    // With a pty: an agent-wide serial that tags this terminal's channels
+    // (channel ids and pids can be reused; these never are), and the
+    // master. The master is closed when the process is reaped or the
+    // terminal is hung up.
+    uint64_t terminal = 0;
+    UniqueFd pty_master;
   };
 
   // A channel the agent writes from a worker (readFile, walk, expandGlob).
@@ -112,6 +120,9 @@ class Agent {
   void HandleControl(std::string_view payload);
   void HandleSpawn(uint64_t id, const nlohmann::json& msg);
   void HandleKill(uint64_t id, const nlohmann::json& msg);
+  // Closes every fd the agent holds on a pty's master, so the kernel hangs
+  // the terminal up (SIGHUP to its session); RESETs its stdin channel.
+  void HangUp(uint64_t terminal);
 
   // Filesystem ops (docs/agent-link.md, "Filesystem ops").
   void HandleFs(uint64_t id, const std::string& op, nlohmann::json&& msg);
@@ -164,6 +175,7 @@ class Agent {
   std::unordered_map<uint32_t, OutChannel> outs_;
   std::unordered_map<uint32_t, InChannel> ins_;
   std::unordered_map<pid_t, Process> procs_;  // spawned and not yet reaped
+  uint64_t next_terminal_ = 1;
 
   std::shared_ptr<LoopQueue> loop_queue_;
   std::unique_ptr<WorkerPool> pool_;

@@ -77,6 +77,47 @@ Result<uint32_t> GetId(const json& msg, const char* key, uint32_t dflt) {
   return static_cast<uint32_t>(*v);
 }
 
+// TERM values are short names ("xterm-256color"); the bound only keeps a
+// hostile request from growing the child's environment.
+constexpr size_t kMaxTermLength = 128;
+
+Result<uint16_t> GetDimension(const json& obj, const char* key) {
+  auto it = obj.find(key);
+  std::optional<int64_t> v;
+  if (it != obj.end()) v = GetInt(*it, 1, kMaxPtyDimension);
+  if (!v) {
+    return Invalid(std::string("'") + key + "' must be an integer in 1.." +
+                   std::to_string(kMaxPtyDimension));
+  }
+  return static_cast<uint16_t>(*v);
+}
+
+Result<PtySpec> ParsePty(const json& j) {
+  if (!j.is_object()) return Invalid("'pty' must be an object {rows, cols, term?}");
+  for (const auto& [key, value] : j.items()) {
+    if (key != "rows" && key != "cols" && key != "term") {
+      return Invalid("'pty' has an unknown field '" + key.substr(0, 64) + "'");
+    }
+  }
+  PtySpec pty;
+  auto rows = GetDimension(j, "rows");
+  if (!rows) return std::unexpected(rows.error());
+  auto cols = GetDimension(j, "cols");
+  if (!cols) return std::unexpected(cols.error());
+  pty.rows = *rows;
+  pty.cols = *cols;
+  if (auto it = j.find("term"); it != j.end()) {
+    if (!it->is_string()) return Invalid("'term' must be a string");
+    const auto& term = it->get_ref<const std::string&>();
+    if (term.empty() || term.size() > kMaxTermLength || term.find('\0') != std::string::npos) {
+      return Invalid("'term' must be a non-empty name of at most " +
+                     std::to_string(kMaxTermLength) + " bytes");
+    }
+    pty.term = term;
+  }
+  return pty;
+}
+
 }  // namespace
 
 Result<SpawnRequest> ParseSpawn(const json& msg) {
@@ -118,6 +159,14 @@ Result<SpawnRequest> ParseSpawn(const json& msg) {
   // stderr (or reusing stdin) would make EOF and credit ambiguous.
   if ((*in != 0 && (*in == *out || *in == *err)) || (*out != 0 && *out == *err)) {
     return Invalid("stdin/stdout/stderr must use distinct channels");
+  }
+  if (auto it = msg.find("pty"); it != msg.end()) {
+    auto pty = ParsePty(*it);
+    if (!pty) return std::unexpected(pty.error());
+    // The terminal merges the child's stdout and stderr into its one output.
+    if (req.stderr_channel != 0) return Invalid("'stderr' must be 0 with a pty (output is merged)");
+    if (req.stdout_channel == 0) return Invalid("'stdout' must name a channel with a pty");
+    req.pty = std::move(*pty);
   }
   return req;
 }

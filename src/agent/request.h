@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,14 @@
 #include "common/error.h"
 
 namespace sandboxd::agent {
+
+// A pseudo-terminal for the child (docs/agent-link.md, "Terminals").
+struct PtySpec {
+  uint16_t rows = 0;  // 1..kMaxPtyDimension
+  uint16_t cols = 0;
+  std::string term = "xterm-256color";  // TERM, unless env sets one
+};
+inline constexpr int kMaxPtyDimension = 10000;
 
 struct SpawnRequest {
   std::vector<std::string> argv;  // non-empty; argv[0] is looked up on PATH
@@ -25,6 +34,10 @@ struct SpawnRequest {
   uint32_t stdin_channel = 0;
   uint32_t stdout_channel = 0;
   uint32_t stderr_channel = 0;
+  // Set: the child's stdin/stdout/stderr are the slave of a new pty, whose
+  // output goes to stdout_channel (non-zero) and input comes from
+  // stdin_channel; stderr_channel is 0.
+  std::optional<PtySpec> pty;
 };
 
 struct KillRequest {
@@ -33,7 +46,7 @@ struct KillRequest {
 };
 
 // `msg` is the whole request object. Missing optional fields get defaults:
-// env [], cwd "/", uid/gid of the agent, channels 0.
+// env [], cwd "/", uid/gid of the agent, channels 0, no pty.
 Result<SpawnRequest> ParseSpawn(const nlohmann::json& msg);
 Result<KillRequest> ParseKill(const nlohmann::json& msg);
 

@@ -67,6 +67,52 @@ TEST(ParseSpawnTest, RejectsMalformedRequests) {
   }
 }
 
+TEST(ParseSpawnTest, ReadsPty) {
+  auto req = ParseSpawn(json::parse(R"({"argv":["sh"],"stdin":1,"stdout":2,
+      "pty":{"rows":24,"cols":80}})"));
+  ASSERT_TRUE(req) << req.error().message;
+  ASSERT_TRUE(req->pty.has_value());
+  EXPECT_EQ(req->pty->rows, 24);
+  EXPECT_EQ(req->pty->cols, 80);
+  EXPECT_EQ(req->pty->term, "xterm-256color");
+  req = ParseSpawn(json::parse(R"({"argv":["sh"],"stdout":2,
+      "pty":{"rows":10000,"cols":1,"term":"vt100"}})"));
+  ASSERT_TRUE(req) << req.error().message;
+  EXPECT_EQ(req->pty->rows, 10000);
+  EXPECT_EQ(req->pty->cols, 1);
+  EXPECT_EQ(req->pty->term, "vt100");
+  EXPECT_FALSE(ParseSpawn(json{{"argv", {"sh"}}})->pty.has_value());
+}
+
+TEST(ParseSpawnTest, RejectsMalformedPty) {
+  for (const char* bad : {
+           R"({"argv":["sh"],"stdout":2,"pty":true})",
+           R"({"argv":["sh"],"stdout":2,"pty":null})",
+           R"({"argv":["sh"],"stdout":2,"pty":{}})",
+           R"({"argv":["sh"],"stdout":2,"pty":{"rows":24}})",
+           R"({"argv":["sh"],"stdout":2,"pty":{"rows":0,"cols":80}})",
+           R"({"argv":["sh"],"stdout":2,"pty":{"rows":24,"cols":10001}})",
+           R"({"argv":["sh"],"stdout":2,"pty":{"rows":-1,"cols":80}})",
+           R"({"argv":["sh"],"stdout":2,"pty":{"rows":24.5,"cols":80}})",
+           R"({"argv":["sh"],"stdout":2,"pty":{"rows":"24","cols":80}})",
+           R"({"argv":["sh"],"stdout":2,"pty":{"rows":24,"cols":80,"term":7}})",
+           R"({"argv":["sh"],"stdout":2,"pty":{"rows":24,"cols":80,"term":""}})",
+           R"({"argv":["sh"],"stdout":2,"pty":{"rows":24,"cols":80,"term":"a\u0000b"}})",
+           R"({"argv":["sh"],"stdout":2,"pty":{"rows":24,"cols":80,"echo":false}})",
+           // The terminal merges stdout and stderr; its output needs a channel.
+           R"({"argv":["sh"],"stdout":2,"stderr":3,"pty":{"rows":24,"cols":80}})",
+           R"({"argv":["sh"],"stdin":1,"pty":{"rows":24,"cols":80}})",
+       }) {
+    auto req = ParseSpawn(json::parse(bad));
+    ASSERT_FALSE(req) << bad;
+    EXPECT_EQ(req.error().code, EINVAL) << bad;
+  }
+  json pty = {{"rows", 1}, {"cols", 1}, {"term", std::string(129, 'x')}};
+  auto long_term = ParseSpawn(json{{"argv", {"sh"}}, {"stdout", 2}, {"pty", pty}});
+  ASSERT_FALSE(long_term);
+  EXPECT_EQ(long_term.error().code, EINVAL);
+}
+
 TEST(ParseKillTest, ValidatesPidAndSignal) {
   auto ok = ParseKill(json{{"pid", 42}, {"signal", 9}});
   ASSERT_TRUE(ok);

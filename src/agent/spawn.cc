@@ -4,6 +4,7 @@
 #include <grp.h>
 #include <linux/close_range.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -13,13 +14,15 @@
 #include <string_view>
 #include <vector>
 
+#include "agent/pty.h"
+
 namespace sandboxd::agent {
 namespace {
 
 constexpr const char* kDefaultPath = "/usr/local/bin:/usr/bin:/bin";
 
 // Setup steps of the child, sent to the parent together with errno.
-enum Step : int { kSetsid = 1, kDup, kSetgroups, kSetgid, kSetuid, kChdir, kExec };
+enum Step : int { kSetsid = 1, kDup, kSetgroups, kSetgid, kSetuid, kChdir, kExec, kCtty };
 
 struct StatusMsg {
   int step;
@@ -31,6 +34,7 @@ static_assert(sizeof(StatusMsg) <= PIPE_BUF, "status must be written atomically"
 // may only make async-signal-safe calls, so no allocation happens there.
 struct ChildPlan {
   std::array<int, 3> stdio{-1, -1, -1};
+  bool ctty = false;  // stdio[0] is a pty slave: make it the controlling terminal
   int status_w = -1;
   const char* const* argv = nullptr;
   const char* const* envp = nullptr;
@@ -62,6 +66,9 @@ struct rlimit g_child_nofile {};
 // Runs in the forked child. Async-signal-safe calls only.
 [[noreturn]] void RunChild(const ChildPlan& p) {
   if (setsid() < 0) ChildFail(p, kSetsid);
+  // Now a session leader without a terminal, as TIOCSCTTY (arg 0) requires;
+  // the terminal's foreground group becomes ours.
+  if (p.ctty && ioctl(p.stdio[0], TIOCSCTTY, 0) < 0) ChildFail(p, kCtty);
 
   // The agent ignores SIGPIPE, and ignored dispositions survive exec;
   // blocked signals (SIGCHLD, SIGTERM...) would survive too.
@@ -184,6 +191,13 @@ std::vector<std::string> Candidates(const std::string& cmd, std::string_view pat
   return out;
 }
 
+bool HasVar(const std::vector<std::string>& env, std::string_view name) {
+  for (const std::string& e : env) {
+    if (e.size() > name.size() && e.starts_with(name) && e[name.size()] == '=') return true;
+  }
+  return false;
+}
+
 std::vector<const char*> CStrings(const std::vector<std::string>& v) {
   std::vector<const char*> out;
   out.reserve(v.size() + 1);
@@ -192,34 +206,88 @@ std::vector<const char*> CStrings(const std::vector<std::string>& v) {
   return out;
 }
 
-}  // namespace
-
-Result<StartedChild> StartChild(const SpawnRequest& req) {
-  StartedChild started;
-  std::array<UniqueFd, 3> child_ends;  // closed in the parent when we return
+// Child stdio on pipes (or /dev/null for channel 0); parent ends go to
+// `started`.
+Status SetUpPipes(const SpawnRequest& req, StartedChild& started,
+                  std::array<UniqueFd, 3>& child_ends) {
   std::array<UniqueFd*, 3> parent_ends = {&started.stdin_w, &started.stdout_r, &started.stderr_r};
   std::array<uint32_t, 3> channels = {req.stdin_channel, req.stdout_channel, req.stderr_channel};
-
   for (int i = 0; i < 3; ++i) {
     if (channels[i] == 0) {
       int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
       if (fd < 0) return FailErrno("open /dev/null");
       child_ends[i].Reset(fd);
-    } else {
-      auto p = Pipe(0);
-      if (!p) return std::unexpected(p.error());
-      // stdin: the child reads; stdout/stderr: the child writes.
-      UniqueFd& parent = i == 0 ? p->second : p->first;
-      UniqueFd& child = i == 0 ? p->first : p->second;
-      // Only the agent's end is non-blocking: the two ends of a pipe are
-      // separate open file descriptions, so the child gets a normal pipe.
-      SBX_TRY(SetNonBlocking(parent.get()));
-      *parent_ends[i] = std::move(parent);
-      child_ends[i] = std::move(child);
+      continue;
     }
-    auto moved = AboveStdio(std::move(child_ends[i]));
+    auto p = Pipe(0);
+    if (!p) return std::unexpected(p.error());
+    // stdin: the child reads; stdout/stderr: the child writes.
+    UniqueFd& parent = i == 0 ? p->second : p->first;
+    UniqueFd& child = i == 0 ? p->first : p->second;
+    // Only the agent's end is non-blocking: the two ends of a pipe are
+    // separate open file descriptions, so the child gets a normal pipe.
+    SBX_TRY(SetNonBlocking(parent.get()));
+    *parent_ends[i] = std::move(parent);
+    child_ends[i] = std::move(child);
+  }
+  return {};
+}
+
+Result<UniqueFd> Dup(int fd) {
+  int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) return FailErrno("pty: fcntl F_DUPFD_CLOEXEC");
+  return UniqueFd(copy);
+}
+
+// Child stdio on the slave of a new pty; the master (and its dups for the
+// channels) go to `started`.
+Status SetUpPty(const SpawnRequest& req, StartedChild& started,
+                std::array<UniqueFd, 3>& child_ends) {
+  auto pty = OpenPty(req.pty->rows, req.pty->cols);
+  if (!pty) return std::unexpected(pty.error());
+  // The terminal belongs to the user who runs on it (login(1) does the
+  // same), so the child may fchmod it, and `mesg`/`write` behave. Not root:
+  // the agent's own id is the only one the child can have anyway.
+  if (geteuid() == 0 && fchown(pty->slave.get(), req.uid, req.gid) != 0) {
+    return FailErrno("pty: chown slave");
+  }
+  if (req.stdin_channel != 0) {
+    auto in = Dup(pty->master.get());
+    if (!in) return std::unexpected(in.error());
+    started.stdin_w = std::move(*in);
+  } else {
+    // No input ever: type EOF, as /dev/null would give it. The new
+    // terminal is canonical with an empty line, so this one byte is EOF.
+    char eof = EofChar(pty->master.get());
+    if (::write(pty->master.get(), &eof, 1) != 1) return FailErrno("pty: write EOF");
+  }
+  auto out = Dup(pty->master.get());
+  if (!out) return std::unexpected(out.error());
+  started.stdout_r = std::move(*out);
+  child_ends[0] = std::move(pty->slave);
+  for (int i = 1; i < 3; ++i) {
+    auto slave = Dup(child_ends[0].get());
+    if (!slave) return std::unexpected(slave.error());
+    child_ends[i] = std::move(*slave);
+  }
+  started.pty_master = std::move(pty->master);
+  return {};
+}
+
+}  // namespace
+
+Result<StartedChild> StartChild(const SpawnRequest& req) {
+  StartedChild started;
+  std::array<UniqueFd, 3> child_ends;  // closed in the parent when we return
+  if (req.pty) {
+    SBX_TRY(SetUpPty(req, started, child_ends));
+  } else {
+    SBX_TRY(SetUpPipes(req, started, child_ends));
+  }
+  for (UniqueFd& end : child_ends) {
+    auto moved = AboveStdio(std::move(end));
     if (!moved) return std::unexpected(moved.error());
-    child_ends[i] = std::move(*moved);
+    end = std::move(*moved);
   }
 
   auto status = Pipe(O_NONBLOCK);
@@ -228,12 +296,20 @@ Result<StartedChild> StartChild(const SpawnRequest& req) {
   if (!status_w) return std::unexpected(status_w.error());
 
   std::vector<const char*> argv = CStrings(req.argv);
-  std::vector<const char*> envp = CStrings(req.env);
+  std::vector<std::string> env_with_term;
+  const std::vector<std::string>* env = &req.env;
+  if (req.pty && !HasVar(req.env, "TERM")) {
+    env_with_term = req.env;
+    env_with_term.push_back("TERM=" + req.pty->term);
+    env = &env_with_term;
+  }
+  std::vector<const char*> envp = CStrings(*env);
   std::vector<std::string> candidates = Candidates(req.argv[0], PathOf(req.env));
   std::vector<const char*> candidate_ptrs = CStrings(candidates);
 
   ChildPlan plan;
   for (int i = 0; i < 3; ++i) plan.stdio[i] = child_ends[i].get();
+  plan.ctty = req.pty.has_value();
   plan.status_w = status_w->get();
   plan.argv = argv.data();
   plan.envp = envp.data();
@@ -276,6 +352,7 @@ std::optional<Status> PollExec(const PendingExec& exec) {
     case kSetuid: what = "setuid " + std::to_string(exec.uid); break;
     case kChdir: what = "cwd '" + exec.cwd + "'"; break;
     case kExec: what = "spawn '" + exec.argv0 + "'"; break;
+    case kCtty: what = "pty: TIOCSCTTY"; break;
     default: what = "spawn"; break;
   }
   return Status(FailErrno(std::move(what), msg.err));

@@ -32,16 +32,25 @@ struct StartedChild {
   pid_t pid = -1;  // also the child's pgid and sid
   PendingExec exec;
   // Parent ends of the stdio pipes, non-blocking and CLOEXEC; invalid for a
-  // stream that was given channel 0 (/dev/null).
+  // stream that was given channel 0 (/dev/null). With a pty, stdin_w and
+  // stdout_r are each a dup of the master (one open file, so one epoll
+  // registration per use), and stderr_r is invalid.
   UniqueFd stdin_w;
   UniqueFd stdout_r;
   UniqueFd stderr_r;
+  // With a pty: the master itself. The terminal hangs up only once this and
+  // both dups are closed.
+  UniqueFd pty_master;
 };
 
 // Forks a child that sets itself up as described in docs/agent-link.md
 // (own session, default signals, uid/gid with no supplementary groups, cwd,
-// PATH lookup on req.env) and execs argv. Errors here are the parent's own
-// (pipe, fork, /dev/null); the child's are reported through PollExec().
+// PATH lookup on req.env) and execs argv. With req.pty the child's stdio is
+// the slave of a new pty, which is also its controlling terminal and owned
+// by req.uid/req.gid; TERM is added to its env unless req.env has one; with
+// no stdin channel, the terminal's EOF character is typed at once (the
+// analogue of /dev/null). Errors here are the parent's own (pipe, fork,
+// /dev/null, the pty); the child's are reported through PollExec().
 Result<StartedChild> StartChild(const SpawnRequest& req);
 
 // The RLIMIT_NOFILE that children get. The agent raises its own soft limit
