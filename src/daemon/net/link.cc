@@ -13,8 +13,11 @@
 #include <netlink/socket.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <memory>
+#include <thread>
 
 #include "common/fd.h"
 #include "daemon/net/netns.h"
@@ -164,17 +167,33 @@ Status WriteSysctl(const std::string& path, std::string_view value, bool optiona
   return {};
 }
 
-// Runs inside the sandbox's namespace: creates the pair from there (the
-// sandbox end stays, the host end is sent to `host_netns`) and configures the
-// sandbox end. Sets `created` as soon as the pair exists.
-Status CreateAndConfigureInside(const VethConfig& cfg, int host_netns, bool& created) {
-  // New links copy ipv6/conf/default, so with default.disable_ipv6 set first
-  // the sandbox end never gets an IPv6 (link-local) address at all.
-  SBX_TRY(WriteSysctl("ipv6/conf/all/disable_ipv6", "1", true));
-  SBX_TRY(WriteSysctl("ipv6/conf/default/disable_ipv6", "1", true));
-  auto sk = Connect();
-  if (!sk) return std::unexpected(sk.error().Wrap("in sandbox netns"));
+// Waits until the kernel has finished bringing `ifname` up. A veth end whose
+// carrier comes on because its peer went up is activated asynchronously (by
+// the kernel's linkwatch work); until then its queueing discipline is the
+// "noop" one, which drops every packet it is given. Without this wait, a
+// sandbox's first packets (its ARP request, its first SYN) may be lost and
+// cost it a retransmission timeout. linkwatch runs under the RTNL lock, and
+// so does (or, on newer kernels, syncs) RTM_GETLINK, so operstate UP seen
+// here means the activation is complete.
+Status WaitOperUp(nl_sock* sk, const std::string& ifname) {
+  constexpr uint8_t kOperUp = 6;  // IF_OPER_UP (RFC 2863); <linux/if.h> clashes with <net/if.h>
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now() + std::chrono::seconds(2);
+  auto delay = std::chrono::microseconds(20);
+  for (;;) {
+    auto link = GetLink(sk, ifname);
+    if (!link) return std::unexpected(link.error());
+    if (rtnl_link_get_operstate(link->get()) == kOperUp) return {};
+    if (Clock::now() > deadline) return FailMsg(ifname + " did not come up");
+    std::this_thread::sleep_for(delay);
+    delay = std::min(delay * 2, std::chrono::microseconds(5000));
+  }
+}
 
+// Creates the pair through `inner` (a socket in the sandbox's namespace): the
+// sandbox end is made there, the host end in `host_netns`. Sets `created` as
+// soon as the pair exists.
+Status ConfigureLinks(const VethConfig& cfg, nl_sock* inner, int host_netns, bool& created) {
   Link veth(rtnl_link_veth_alloc());
   if (!veth) return FailMsg("rtnl_link_veth_alloc failed");
   rtnl_link_set_name(veth.get(), cfg.sandbox_ifname.c_str());
@@ -183,36 +202,39 @@ Status CreateAndConfigureInside(const VethConfig& cfg, int host_netns, bool& cre
     rtnl_link_set_name(peer.get(), cfg.host_ifname.c_str());
     rtnl_link_set_ns_fd(peer.get(), host_netns);
   }
-  if (int err = rtnl_link_add(sk->get(), veth.get(), NLM_F_CREATE | NLM_F_EXCL); err < 0) {
+  if (int err = rtnl_link_add(inner, veth.get(), NLM_F_CREATE | NLM_F_EXCL); err < 0) {
     return std::unexpected(
         NlError("creating veth " + cfg.host_ifname + " <-> " + cfg.sandbox_ifname, err));
   }
   created = true;
 
-  SBX_TRY(WriteSysctl("ipv6/conf/" + cfg.sandbox_ifname + "/disable_ipv6", "1", true));
-  auto lo = GetLink(sk->get(), "lo");
+  // Sandbox end: up before the host end, so its route can be added (the
+  // kernel wants the device up; the missing carrier is fine).
+  auto lo = GetLink(inner, "lo");
   if (!lo) return std::unexpected(lo.error());
-  SBX_TRY(SetUp(sk->get(), lo->get()));
-  auto inner = GetLink(sk->get(), cfg.sandbox_ifname);
-  if (!inner) return std::unexpected(inner.error());
-  const int index = rtnl_link_get_ifindex(inner->get());
-  SBX_TRY(AddAddress(sk->get(), index, cfg.sandbox_ip, cfg.prefix, cfg.sandbox_ifname));
-  SBX_TRY(SetUp(sk->get(), inner->get()));
-  return AddDefaultRoute(sk->get(), index, cfg.host_ip);
-}
+  SBX_TRY(SetUp(inner, lo->get()));
+  auto sandbox_end = GetLink(inner, cfg.sandbox_ifname);
+  if (!sandbox_end) return std::unexpected(sandbox_end.error());
+  const int index = rtnl_link_get_ifindex(sandbox_end->get());
+  SBX_TRY(AddAddress(inner, index, cfg.sandbox_ip, cfg.prefix, cfg.sandbox_ifname));
+  SBX_TRY(SetUp(inner, sandbox_end->get()));
+  SBX_TRY(AddDefaultRoute(inner, index, cfg.host_ip));
 
-Status ConfigureHostEnd(const VethConfig& cfg) {
-  // Before the link goes up: no IPv6 address is ever configured on it.
+  // Host end (this thread is in the host's namespace). Sysctls before the
+  // link goes up: no IPv6 address is ever configured on it.
   SBX_TRY(WriteSysctl("ipv6/conf/" + cfg.host_ifname + "/disable_ipv6", "1", true));
   SBX_TRY(WriteSysctl("ipv6/conf/" + cfg.host_ifname + "/accept_ra", "0", true));
   SBX_TRY(WriteSysctl("ipv4/conf/" + cfg.host_ifname + "/rp_filter", "1"));
-  auto sk = Connect();
-  if (!sk) return std::unexpected(sk.error());
-  auto link = GetLink(sk->get(), cfg.host_ifname);
-  if (!link) return std::unexpected(link.error());
-  SBX_TRY(AddAddress(sk->get(), rtnl_link_get_ifindex(link->get()), cfg.host_ip, cfg.prefix,
-                     cfg.host_ifname));
-  return SetUp(sk->get(), link->get());
+  auto host_sk = Connect();
+  if (!host_sk) return std::unexpected(host_sk.error());
+  auto host_end = GetLink(host_sk->get(), cfg.host_ifname);
+  if (!host_end) return std::unexpected(host_end.error());
+  SBX_TRY(AddAddress(host_sk->get(), rtnl_link_get_ifindex(host_end->get()), cfg.host_ip,
+                     cfg.prefix, cfg.host_ifname));
+  SBX_TRY(SetUp(host_sk->get(), host_end->get()));
+  // The host end was activated synchronously (its carrier was on when it
+  // went up); the sandbox end gets its carrier now and is activated later.
+  return WaitOperUp(inner, cfg.sandbox_ifname);
 }
 
 }  // namespace
@@ -236,11 +258,23 @@ Status CreateVeth(int netns_fd, const VethConfig& cfg) {
   auto host_netns = OpenCurrentNetns();
   if (!host_netns) return std::unexpected(host_netns.error());
 
+  // The only work that must run in the sandbox's namespace: its sysctls
+  // (/proc/sys/net follows the calling thread) and the netlink socket, which
+  // keeps that namespace for the rest of the work done from this thread.
+  NlSock inner;
+  SBX_TRY(RunInNetns(netns_fd, [&]() -> Status {
+    // New links copy ipv6/conf/default, so with this set first the sandbox
+    // end never gets an IPv6 (link-local) address; `all` covers lo.
+    SBX_TRY(WriteSysctl("ipv6/conf/all/disable_ipv6", "1", true));
+    SBX_TRY(WriteSysctl("ipv6/conf/default/disable_ipv6", "1", true));
+    auto sk = Connect();
+    if (!sk) return std::unexpected(sk.error().Wrap("in sandbox netns"));
+    inner = std::move(*sk);
+    return {};
+  }));
+
   bool created = false;
-  Status st = RunInNetns(netns_fd, [&] {
-    return CreateAndConfigureInside(cfg, host_netns->get(), created);
-  });
-  if (st) st = ConfigureHostEnd(cfg);
+  Status st = ConfigureLinks(cfg, inner.get(), host_netns->get(), created);
   if (!st && created) {
     // Deleting either end of a veth deletes the pair.
     if (auto del = DeleteLink(cfg.host_ifname); !del) {

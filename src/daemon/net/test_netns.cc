@@ -27,7 +27,9 @@ Result<UniqueFd> NewNetns() {
 std::string UniqueName(const std::string& tag) {
   char buf[16];
   std::snprintf(buf, sizeof buf, "%x", static_cast<unsigned>(::getpid()));
-  return tag + buf;
+  // The '_' ends the pid, so one process's names are never a prefix of
+  // another's ("sxt12_" vs "sxt123_").
+  return tag + buf + "_";
 }
 
 uint32_t RandomTestSubnet24() {

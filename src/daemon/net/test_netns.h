@@ -13,8 +13,8 @@ namespace sandboxd::net::testing {
 // fd. Made by a helper thread that unshares and exits.
 Result<UniqueFd> NewNetns();
 
-// Names unique to this test process: "<tag><pid in hex>" truncated to fit an
-// interface name (15 chars) when used as one.
+// Names unique to this test process: "<tag><pid in hex>_" (at most tag + 8
+// characters; keep interface names within 15).
 std::string UniqueName(const std::string& tag);
 
 // A /24 inside 10.240.0.0/12 chosen at random per process (several test
