@@ -390,6 +390,8 @@ void Agent::HandleControl(std::string_view payload) {
     HandleSpawn(id, msg);
   } else if (op == "kill") {
     HandleKill(id, msg);
+  } else if (op == "resize") {
+    HandleResize(id, msg);
   } else if (fs::IsPathOp(op) || fs::IsHandleOp(op) || op == "open" || op == "create" ||
              op == "readFile" || op == "readTextFile" || op == "writeFile" || op == "writeTextFile" ||
              op == "walk" || op == "expandGlob") {
@@ -454,6 +456,21 @@ void Agent::HandleKill(uint64_t id, const json& msg) {
   }
   if (kill(-req->pid, req->signal) < 0 && kill(req->pid, req->signal) < 0) {
     return RespondErr(id, Error::Errno("kill " + std::to_string(req->pid)));
+  }
+  Respond(id, nullptr);
+}
+
+void Agent::HandleResize(uint64_t id, const json& msg) {
+  auto req = ParseResize(msg);
+  if (!req) return RespondErr(id, req.error());
+  std::string what = "resize " + std::to_string(req->pid);
+  auto it = procs_.find(req->pid);
+  if (it == procs_.end() || !it->second.started) return RespondErr(id, Error::Errno(what, ESRCH));
+  const Process& proc = it->second;
+  if (proc.terminal == 0) return RespondErr(id, Error{ENOTTY, what + ": process has no pty"});
+  if (!proc.pty_master) return RespondErr(id, Error{ENOTTY, what + ": the pty was hung up"});
+  if (auto st = SetWindowSize(proc.pty_master.get(), req->rows, req->cols); !st) {
+    return RespondErr(id, st.error().Wrap(what));
   }
   Respond(id, nullptr);
 }

@@ -80,8 +80,8 @@ class Agent {
     uint32_t channels[3] = {0, 0, 0};  // stdin, stdout, stderr
     // With a pty: an agent-wide serial that tags this terminal's channels
     // (channel ids and pids can be reused; these never are), and the
-    // master. The master is closed when the process is reaped or the
-    // terminal is hung up.
+    // master for resize. The master is closed when the process is reaped
+    // or the terminal is hung up.
     uint64_t terminal = 0;
     UniqueFd pty_master;
   };
@@ -120,6 +120,7 @@ class Agent {
   void HandleControl(std::string_view payload);
   void HandleSpawn(uint64_t id, const nlohmann::json& msg);
   void HandleKill(uint64_t id, const nlohmann::json& msg);
+  void HandleResize(uint64_t id, const nlohmann::json& msg);
   // Closes every fd the agent holds on a pty's master, so the kernel hangs
   // the terminal up (SIGHUP to its session); RESETs its stdin channel.
   void HangUp(uint64_t terminal);

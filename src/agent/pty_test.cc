@@ -1,4 +1,4 @@
-// Black-box tests of `spawn` with a pty (docs/agent-link.md,
+// Black-box tests of `spawn` with a pty and of `resize` (docs/agent-link.md,
 // "Terminals"): the real agent binary, driven over the link. The terminal
 // translates "\n" to "\r\n" on output (ONLCR) and echoes input, so outputs
 // are matched with that in mind.
@@ -82,6 +82,10 @@ class PtyTest : public ::testing::Test {
     return agent_->WaitUntil([&] { return agent_->Out(out).data.find(text) != std::string::npos; });
   }
 
+  json Resize(int64_t pid, int rows, int cols) {
+    return agent_->Call({{"op", "resize"}, {"pid", pid}, {"rows", rows}, {"cols", cols}});
+  }
+
   std::unique_ptr<AgentUnderTest> agent_;
 };
 
@@ -128,6 +132,31 @@ TEST_F(PtyTest, TerminalBelongsToTheRequestedUser) {
   ASSERT_TRUE(WaitDone(pid, 1));
   EXPECT_EQ(agent_->Out(1).data, "65534\r\n65534 65533\r\ndirect\r\n");
   EXPECT_EQ(agent_->exits[pid]["code"], 0);
+}
+
+TEST_F(PtyTest, ResizeIsSeenByARunningShell) {
+  int64_t pid = Spawn(PtySpawn({"sh", "-c", "stty size; read x; stty size"}, 1, 2));
+  ASSERT_GT(pid, 0);
+  ASSERT_TRUE(WaitOutput(2, "24 80\r\n"));
+  json resp = Resize(pid, 30, 100);
+  EXPECT_TRUE(resp.contains("ok") && resp["ok"].is_null()) << resp.dump();
+  ASSERT_TRUE(agent_->SendInput(1, "\n"));
+  ASSERT_TRUE(WaitDone(pid, 2));
+  EXPECT_NE(agent_->Out(2).data.find("30 100\r\n"), std::string::npos) << agent_->Out(2).data;
+  EXPECT_EQ(agent_->exits[pid]["code"], 0);
+}
+
+TEST_F(PtyTest, ResizeSendsSigwinch) {
+  int64_t pid = Spawn(PtySpawn(
+      {"sh", "-c", "trap 'stty size; exit 3' WINCH; echo ready; while :; do sleep 0.05; done"}, 0,
+      2));
+  ASSERT_GT(pid, 0);
+  ASSERT_TRUE(WaitOutput(2, "ready\r\n"));  // the trap is set
+  EXPECT_TRUE(Resize(pid, 50, 132).contains("ok"));
+  ASSERT_TRUE(WaitDone(pid, 2));
+  EXPECT_NE(agent_->Out(2).data.find("50 132\r\n"), std::string::npos) << agent_->Out(2).data;
+  EXPECT_EQ(agent_->exits[pid],
+            (json{{"event", "exit"}, {"pid", pid}, {"code", 3}, {"signal", 0}}));
 }
 
 TEST_F(PtyTest, InteractiveShellReadsStdin) {
@@ -212,6 +241,20 @@ TEST_F(PtyTest, ResetOfOutputHangsUpTheTerminal) {
   ASSERT_TRUE(agent_->WaitUntil([&] { return agent_->resets.contains(1); }));
 }
 
+TEST_F(PtyTest, ResizeAfterHangUpIsEnotty) {
+  // The shell survives the hangup (SIGHUP ignored) but has no pty any more.
+  int64_t pid =
+      Spawn(PtySpawn({"sh", "-c", "trap '' HUP; echo ready; while :; do sleep 0.05; done"}, 1, 2));
+  ASSERT_GT(pid, 0);
+  ASSERT_TRUE(WaitOutput(2, "ready\r\n"));
+  ASSERT_TRUE(agent_->Send(FrameType::kReset, 2, ""));
+  ASSERT_TRUE(agent_->WaitUntil([&] { return agent_->resets.contains(1); }));
+  EXPECT_EQ(ErrnoOf(Resize(pid, 30, 100)), ENOTTY);
+  EXPECT_FALSE(agent_->exits.contains(pid));
+  EXPECT_TRUE(agent_->Call({{"op", "kill"}, {"pid", pid}, {"signal", SIGKILL}}).contains("ok"));
+  ASSERT_TRUE(agent_->WaitUntil([&] { return agent_->exits.contains(pid); }));
+}
+
 TEST_F(PtyTest, ProcessClosingTheTerminalEndsBothChannels) {
   int64_t pid =
       Spawn(PtySpawn({"sh", "-c", "echo bye; exec </dev/null >/dev/null 2>&1; sleep 0.2"}, 1, 2));
@@ -225,6 +268,21 @@ TEST_F(PtyTest, ProcessClosingTheTerminalEndsBothChannels) {
 }
 
 TEST_F(PtyTest, RejectsHostileRequests) {
+  // resize: unknown pids, bad sizes (checked before the pid), no pty.
+  EXPECT_EQ(ErrnoOf(Resize(999999, 24, 80)), ESRCH);
+  EXPECT_EQ(ErrnoOf(Resize(getpid(), 24, 80)), ESRCH);
+  EXPECT_EQ(ErrnoOf(agent_->Call({{"op", "resize"}, {"pid", 1}})), EINVAL);
+  int64_t plain = Spawn(json{{"op", "spawn"}, {"argv", {"sleep", "100"}}});
+  ASSERT_GT(plain, 0);
+  EXPECT_EQ(ErrnoOf(Resize(plain, 24, 80)), ENOTTY);
+  int64_t pid = Spawn(PtySpawn({"sleep", "100"}, 1, 2));
+  ASSERT_GT(pid, 0);
+  EXPECT_EQ(ErrnoOf(Resize(pid, 0, 80)), EINVAL);
+  EXPECT_EQ(ErrnoOf(Resize(pid, 24, 0)), EINVAL);
+  EXPECT_EQ(ErrnoOf(Resize(pid, 10001, 80)), EINVAL);
+  EXPECT_EQ(ErrnoOf(Resize(pid, -1, 80)), EINVAL);
+  EXPECT_TRUE(Resize(pid, 10000, 10000).contains("ok"));
+
   // spawn: stderr with a pty, sizes out of range, no output channel.
   json req = PtySpawn({"true"}, 3, 4);
   req["stderr"] = 5;
@@ -239,6 +297,13 @@ TEST_F(PtyTest, RejectsHostileRequests) {
   EXPECT_EQ(ErrnoOf(agent_->Call(PtySpawn({"no-such-command-xyz"}, 3, 4))), ENOENT);
   int64_t ok = Spawn(PtySpawn({"true"}, 3, 4));
   ASSERT_TRUE(WaitDone(ok, 4));
+
+  for (int64_t p : {plain, pid}) {
+    EXPECT_TRUE(agent_->Call({{"op", "kill"}, {"pid", p}, {"signal", SIGKILL}}).contains("ok"));
+    ASSERT_TRUE(agent_->WaitUntil([&] { return agent_->exits.contains(p); }));
+  }
+  // Reaped: the pid is no longer ours.
+  EXPECT_EQ(ErrnoOf(Resize(pid, 24, 80)), ESRCH);
 }
 
 }  // namespace

@@ -186,4 +186,20 @@ Result<KillRequest> ParseKill(const json& msg) {
   return req;
 }
 
+Result<ResizeRequest> ParseResize(const json& msg) {
+  ResizeRequest req;
+  auto pid_it = msg.find("pid");
+  std::optional<int64_t> pid;
+  if (pid_it != msg.end()) pid = GetInt(*pid_it, 1, std::numeric_limits<pid_t>::max());
+  if (!pid) return Invalid("'pid' must be a positive integer");
+  req.pid = static_cast<pid_t>(*pid);
+  auto rows = GetDimension(msg, "rows");
+  if (!rows) return std::unexpected(rows.error());
+  auto cols = GetDimension(msg, "cols");
+  if (!cols) return std::unexpected(cols.error());
+  req.rows = *rows;
+  req.cols = *cols;
+  return req;
+}
+
 }  // namespace sandboxd::agent

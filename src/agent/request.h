@@ -40,6 +40,12 @@ struct SpawnRequest {
   std::optional<PtySpec> pty;
 };
 
+struct ResizeRequest {
+  pid_t pid = 0;
+  uint16_t rows = 0;  // 1..kMaxPtyDimension
+  uint16_t cols = 0;
+};
+
 struct KillRequest {
   pid_t pid = 0;
   int signal = 0;
@@ -49,5 +55,6 @@ struct KillRequest {
 // env [], cwd "/", uid/gid of the agent, channels 0, no pty.
 Result<SpawnRequest> ParseSpawn(const nlohmann::json& msg);
 Result<KillRequest> ParseKill(const nlohmann::json& msg);
+Result<ResizeRequest> ParseResize(const nlohmann::json& msg);
 
 }  // namespace sandboxd::agent

@@ -113,6 +113,23 @@ TEST(ParseSpawnTest, RejectsMalformedPty) {
   EXPECT_EQ(long_term.error().code, EINVAL);
 }
 
+TEST(ParseResizeTest, ValidatesPidAndSize) {
+  auto ok = ParseResize(json{{"pid", 42}, {"rows", 30}, {"cols", 100}});
+  ASSERT_TRUE(ok) << ok.error().message;
+  EXPECT_EQ(ok->pid, 42);
+  EXPECT_EQ(ok->rows, 30);
+  EXPECT_EQ(ok->cols, 100);
+  for (const char* bad : {R"({})", R"({"pid":42,"rows":30})", R"({"pid":0,"rows":30,"cols":100})",
+                          R"({"pid":42,"rows":0,"cols":100})", R"({"pid":42,"rows":30,"cols":0})",
+                          R"({"pid":42,"rows":10001,"cols":100})",
+                          R"({"pid":42,"rows":30,"cols":65536})",
+                          R"({"pid":"42","rows":30,"cols":100})"}) {
+    auto req = ParseResize(json::parse(bad));
+    ASSERT_FALSE(req) << bad;
+    EXPECT_EQ(req.error().code, EINVAL) << bad;
+  }
+}
+
 TEST(ParseKillTest, ValidatesPidAndSignal) {
   auto ok = ParseKill(json{{"pid", 42}, {"signal", 9}});
   ASSERT_TRUE(ok);
