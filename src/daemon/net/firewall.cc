@@ -14,8 +14,8 @@ bool ValidTableName(std::string_view name) {
   if (name.empty() || name.size() > 64) return false;
   if (!((name[0] >= 'a' && name[0] <= 'z') || (name[0] >= 'A' && name[0] <= 'Z'))) return false;
   for (char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '_';
+    const bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
     if (!ok) return false;
   }
   return true;
@@ -74,7 +74,9 @@ std::string TableDefinition(const std::string& table, uint16_t proxy_port, uint1
   s += "  chain sandbox_input {\n";
   s += "    tcp dport " + proxy + " iifname @net_on accept\n";
   s += "    tcp dport " + proxy + " reject with tcp reset\n";
-  s += "    udp dport " + dns + " accept\n";
+  // Only queries the sandbox sent to port 53 (UDP to X:dns_port itself
+  // was redirected keeping its port, and is refused like any other UDP).
+  s += "    udp dport " + dns + " ct original proto-dst 53 accept\n";
   s += "    meta l4proto udp reject with icmp port-unreachable\n";
   s += "    drop\n";
   s += "  }\n";
@@ -202,7 +204,8 @@ Status Firewall::Uninstall() {
 }
 
 Status Firewall::DeleteTable(std::string_view table) {
-  if (!ValidTableName(table)) return FailMsg("firewall: bad table name \"" + std::string(table) + "\"");
+  if (!ValidTableName(table))
+    return FailMsg("firewall: bad table name \"" + std::string(table) + "\"");
   auto ctx = NewContext();
   if (!ctx) return std::unexpected(ctx.error());
   auto st = Run(*ctx, DeleteTableCommands(table), nullptr);

@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <ifaddrs.h>
 #include <linux/netfilter_ipv4.h>
 #include <net/if.h>
@@ -19,8 +20,6 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
-
-#include <gtest/gtest.h>
 
 #include "daemon/net/link.h"
 #include "daemon/net/netns.h"
@@ -269,17 +268,21 @@ TEST_F(FirewallTest, DnsGoesToTheResolverAndRepliesComeBack) {
 
 TEST_F(FirewallTest, OtherUdpIsRefusedAtOnce) {
   Sandbox& a = AddSandbox(0, true);
-  for (uint32_t ip : {Ip("8.8.8.8"), a.host_ip}) {
+  const uint16_t dns_port = LocalPort(dns_.get());
+  for (auto [ip, port] : {std::pair{Ip("8.8.8.8"), uint16_t{1234}},
+                          {a.host_ip, uint16_t{1234}},
+                          {a.host_ip, dns_port},
+                          {Ip("8.8.8.8"), dns_port}}) {
     UniqueFd u = SandboxSocket(a, SOCK_DGRAM);
-    sockaddr_in dst = Sin(ip, 1234);
+    sockaddr_in dst = Sin(ip, port);
     ASSERT_EQ(::connect(u.get(), reinterpret_cast<sockaddr*>(&dst), sizeof dst), 0);
     ASSERT_EQ(::send(u.get(), "x", 1, 0), 1);
-    ASSERT_TRUE(WaitFor(u.get(), POLLIN | POLLERR, kPromptMs)) << Ipv4ToString(ip);
+    ASSERT_TRUE(WaitFor(u.get(), POLLIN | POLLERR, kPromptMs)) << Ipv4ToString(ip) << ":" << port;
     char c;
     EXPECT_EQ(::recv(u.get(), &c, 1, MSG_DONTWAIT), -1);
-    EXPECT_EQ(errno, ECONNREFUSED) << Ipv4ToString(ip);
+    EXPECT_EQ(errno, ECONNREFUSED) << Ipv4ToString(ip) << ":" << port;
   }
-  EXPECT_FALSE(WaitFor(dns_.get(), POLLIN, 0));
+  EXPECT_FALSE(WaitFor(dns_.get(), POLLIN, 0)) << "only port 53 leads to the resolver";
 }
 
 TEST_F(FirewallTest, WithoutOutboundTcpIsRefusedAndSetOutboundFlipsIt) {
@@ -380,7 +383,7 @@ TEST_F(FirewallTest, SpoofedSourcesAreDropped) {
   // not by something else): with the pair in the set, it gets through.
   if (rp_filter_off) {
     Shell("nft add element inet " + table_ + " ifaddr '{ \"" + a.ifname + "\" . " +
-        Ipv4ToString(b.sandbox_ip) + " }'");
+          Ipv4ToString(b.sandbox_ip) + " }'");
     send_dns_from(b.sandbox_ip);
     EXPECT_EQ(dns_got_from(kPromptMs), Ipv4ToString(b.sandbox_ip));
   }
@@ -394,8 +397,9 @@ TEST_F(FirewallTest, IcmpIsDropped) {
   echo.un.echo.id = htons(0x5b5b);
   echo.checksum = htons(~((ICMP_ECHO << 8) + 0x5b5b));  // one's complement sum of the header
   sockaddr_in dst = Sin(a.host_ip, 0);
-  ASSERT_EQ(::sendto(r->get(), &echo, sizeof echo, 0, reinterpret_cast<sockaddr*>(&dst), sizeof dst),
-            static_cast<ssize_t>(sizeof echo));
+  ASSERT_EQ(
+      ::sendto(r->get(), &echo, sizeof echo, 0, reinterpret_cast<sockaddr*>(&dst), sizeof dst),
+      static_cast<ssize_t>(sizeof echo));
   EXPECT_FALSE(WaitFor(r->get(), POLLIN, kQuietMs)) << "got an answer to a ping of the gateway";
 }
 
