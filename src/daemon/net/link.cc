@@ -18,6 +18,7 @@
 #include <chrono>
 #include <memory>
 #include <thread>
+#include <utility>
 
 #include "common/fd.h"
 #include "daemon/net/netns.h"
@@ -55,20 +56,15 @@ using Cache = std::unique_ptr<nl_cache, CacheDeleter>;
 // libnl reports its own error numbers (already mapped from errno, lossy);
 // map the ones callers may care about back.
 Error NlError(const std::string& what, int nlerr) {
-  int code = 0;
-  switch (nlerr < 0 ? -nlerr : nlerr) {
-    case NLE_EXIST: code = EEXIST; break;
-    case NLE_OBJ_NOTFOUND: code = ENOENT; break;
-    case NLE_NODEV: code = ENODEV; break;
-    case NLE_PERM:
-    case NLE_NOACCESS: code = EPERM; break;
-    case NLE_BUSY: code = EBUSY; break;
-    case NLE_INVAL: code = EINVAL; break;
-    case NLE_RANGE: code = ERANGE; break;
-    case NLE_NOMEM: code = ENOMEM; break;
-    case NLE_OPNOTSUPP: code = EOPNOTSUPP; break;
-    case NLE_NOADDR: code = EADDRNOTAVAIL; break;
-    default: code = EIO; break;
+  static constexpr std::pair<int, int> kErrno[] = {
+      {NLE_EXIST, EEXIST},         {NLE_OBJ_NOTFOUND, ENOENT},  {NLE_NODEV, ENODEV},
+      {NLE_PERM, EPERM},           {NLE_NOACCESS, EPERM},       {NLE_BUSY, EBUSY},
+      {NLE_INVAL, EINVAL},         {NLE_RANGE, ERANGE},         {NLE_NOMEM, ENOMEM},
+      {NLE_OPNOTSUPP, EOPNOTSUPP}, {NLE_NOADDR, EADDRNOTAVAIL},
+  };
+  int code = EIO;
+  for (const auto& [nle, err] : kErrno) {
+    if (nle == (nlerr < 0 ? -nlerr : nlerr)) code = err;
   }
   return Error{code, what + ": " + nl_geterror(nlerr)};
 }
@@ -104,7 +100,8 @@ Status SetUp(nl_sock* sk, rtnl_link* link) {
   if (!change) return FailMsg("rtnl_link_alloc failed");
   rtnl_link_set_flags(change.get(), IFF_UP);
   if (int err = rtnl_link_change(sk, link, change.get(), 0); err < 0) {
-    return std::unexpected(NlError(std::string("setting ") + rtnl_link_get_name(link) + " up", err));
+    return std::unexpected(
+        NlError(std::string("setting ") + rtnl_link_get_name(link) + " up", err));
   }
   return {};
 }
@@ -119,8 +116,8 @@ Status AddAddress(nl_sock* sk, int ifindex, uint32_t ip, int prefix, const std::
     return std::unexpected(NlError("rtnl_addr_set_local", err));
   }
   if (int err = rtnl_addr_add(sk, addr.get(), 0); err < 0) {
-    return std::unexpected(
-        NlError("adding " + Ipv4ToString(ip) + "/" + std::to_string(prefix) + " to " + ifname, err));
+    return std::unexpected(NlError(
+        "adding " + Ipv4ToString(ip) + "/" + std::to_string(prefix) + " to " + ifname, err));
   }
   return {};
 }
@@ -286,7 +283,8 @@ Status CreateVeth(int netns_fd, const VethConfig& cfg) {
 }
 
 Status DeleteLink(std::string_view ifname) {
-  if (!ValidIfname(ifname)) return FailMsg("deleting link: bad name \"" + std::string(ifname) + "\"");
+  if (!ValidIfname(ifname))
+    return FailMsg("deleting link: bad name \"" + std::string(ifname) + "\"");
   auto sk = Connect();
   if (!sk) return std::unexpected(sk.error());
   Link link(rtnl_link_alloc());

@@ -1,6 +1,7 @@
 #include "daemon/net/link.h"
 
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sys/ioctl.h>
@@ -11,8 +12,6 @@
 #include <fstream>
 #include <sstream>
 #include <string>
-
-#include <gtest/gtest.h>
 
 #include "daemon/net/netns.h"
 #include "daemon/net/subnet.h"
@@ -42,7 +41,8 @@ IfState QueryIf(int sock, const std::string& name) {
   if (::ioctl(sock, SIOCGIFADDR, &ifr) == 0) {
     st.addr = ntohl(reinterpret_cast<sockaddr_in*>(&ifr.ifr_addr)->sin_addr.s_addr);
     if (::ioctl(sock, SIOCGIFNETMASK, &ifr) == 0) {
-      st.prefix = __builtin_popcount(reinterpret_cast<sockaddr_in*>(&ifr.ifr_netmask)->sin_addr.s_addr);
+      st.prefix =
+          __builtin_popcount(reinterpret_cast<sockaddr_in*>(&ifr.ifr_netmask)->sin_addr.s_addr);
     }
   }
   return st;
