@@ -1,0 +1,14 @@
+# TLS interception and the HTTP relay of the egress proxy (secret
+# substitution and redaction). Included from src/daemon/net/CMakeLists.txt.
+add_library(sbx_net_intercept STATIC
+  replacer.cc
+)
+target_include_directories(sbx_net_intercept PUBLIC ${PROJECT_SOURCE_DIR}/src)
+target_link_libraries(sbx_net_intercept
+  PUBLIC sbx_common sbx_codec Boost::boost OpenSSL::SSL OpenSSL::Crypto spdlog::spdlog Threads::Threads)
+
+add_executable(net_intercept_test
+  replacer_test.cc
+)
+target_link_libraries(net_intercept_test PRIVATE sbx_net_intercept GTest::gtest_main)
+gtest_discover_tests(net_intercept_test DISCOVERY_TIMEOUT 60)
