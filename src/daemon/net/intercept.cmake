@@ -1,6 +1,8 @@
 # TLS interception and the HTTP relay of the egress proxy (secret
 # substitution and redaction). Included from src/daemon/net/CMakeLists.txt.
 add_library(sbx_net_intercept STATIC
+  sandbox_ca.cc
+  tls_contexts.cc
   replacer.cc
 )
 target_include_directories(sbx_net_intercept PUBLIC ${PROJECT_SOURCE_DIR}/src)
@@ -9,6 +11,8 @@ target_link_libraries(sbx_net_intercept
 
 add_executable(net_intercept_test
   replacer_test.cc
+  sandbox_ca_test.cc
+  tls_contexts_test.cc
 )
 target_link_libraries(net_intercept_test PRIVATE sbx_net_intercept GTest::gtest_main)
 gtest_discover_tests(net_intercept_test DISCOVERY_TIMEOUT 60)
