@@ -10,11 +10,13 @@ namespace {
 constexpr size_t kNone = std::string_view::npos;
 }  // namespace
 
-Replacer::Replacer(std::vector<std::pair<std::string, std::string>> from_to) : counts_(from_to.size(), 0) {
+Replacer::Replacer(std::vector<std::pair<std::string, std::string>> from_to)
+    : counts_(from_to.size(), 0) {
   for (size_t i = 0; i < from_to.size(); ++i) {
     auto& [from, to] = from_to[i];
     if (from.empty()) continue;
-    bool dup = std::any_of(needles_.begin(), needles_.end(), [&](const Needle& n) { return n.from == from; });
+    bool dup = std::any_of(needles_.begin(), needles_.end(),
+                           [&](const Needle& n) { return n.from == from; });
     if (dup) continue;
     max_len_ = std::max(max_len_, from.size());
     needles_.push_back(Needle{std::move(from), std::move(to), i});
@@ -99,7 +101,8 @@ void Replacer::Finish(std::string& out) {
   hold_.clear();
 }
 
-std::string ReplaceAll(std::string_view in, const std::vector<std::pair<std::string, std::string>>& from_to,
+std::string ReplaceAll(std::string_view in,
+                       const std::vector<std::pair<std::string, std::string>>& from_to,
                        size_t* count) {
   Replacer r(from_to);
   std::string out;

@@ -61,7 +61,8 @@ class Replacer {
 };
 
 // One-shot replacement; `count` (optional) receives the number of matches.
-std::string ReplaceAll(std::string_view in, const std::vector<std::pair<std::string, std::string>>& from_to,
+std::string ReplaceAll(std::string_view in,
+                       const std::vector<std::pair<std::string, std::string>>& from_to,
                        size_t* count = nullptr);
 
 }  // namespace sandboxd::net

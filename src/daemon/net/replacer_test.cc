@@ -34,7 +34,8 @@ std::string Naive(std::string_view in, const Pairs& pairs, size_t* count) {
   return out;
 }
 
-std::string Streamed(std::string_view in, const Pairs& pairs, const std::vector<size_t>& cuts, size_t* count) {
+std::string Streamed(std::string_view in, const Pairs& pairs, const std::vector<size_t>& cuts,
+                     size_t* count) {
   Replacer r(pairs);
   std::string out;
   size_t pos = 0;
@@ -50,7 +51,8 @@ std::string Streamed(std::string_view in, const Pairs& pairs, const std::vector<
 
 TEST(Replacer, ReplacesEveryNeedle) {
   size_t n = 0;
-  EXPECT_EQ(ReplaceAll("a PH1 b PH2 c PH1", {{"PH1", "one"}, {"PH2", "two"}}, &n), "a one b two c one");
+  EXPECT_EQ(ReplaceAll("a PH1 b PH2 c PH1", {{"PH1", "one"}, {"PH2", "two"}}, &n),
+            "a one b two c one");
   EXPECT_EQ(n, 3u);
 }
 
@@ -158,7 +160,8 @@ TEST(ReplacerBench, Throughput) {
   const std::string ph2 = "sbx_placeholder_ffeeddccbbaa99887766554433221100";
   for (size_t pos = 1000; pos + 100 < buf.size(); pos += 100000) buf.replace(pos, ph1.size(), ph1);
   buf.replace(500000, ph2.size(), ph2);
-  const Pairs to_values = {{ph1, "ghp_realtokenvalue0123456789abcdefABCD"}, {ph2, "sk-another-real-value-xyz"}};
+  const Pairs to_values = {{ph1, "ghp_realtokenvalue0123456789abcdefABCD"},
+                           {ph2, "sk-another-real-value-xyz"}};
   const Pairs to_placeholders = {{to_values[0].second, ph1}, {to_values[1].second, ph2}};
 
   auto measure = [&](const char* what, auto fn) {

@@ -80,8 +80,10 @@ bool AddName(X509_NAME* name, const char* field, const std::string& value) {
 std::string IpBytes(std::string_view host) {
   std::string s(host);
   std::array<unsigned char, 16> b{};
-  if (inet_pton(AF_INET, s.c_str(), b.data()) == 1) return std::string(reinterpret_cast<char*>(b.data()), 4);
-  if (inet_pton(AF_INET6, s.c_str(), b.data()) == 1) return std::string(reinterpret_cast<char*>(b.data()), 16);
+  if (inet_pton(AF_INET, s.c_str(), b.data()) == 1)
+    return std::string(reinterpret_cast<char*>(b.data()), 4);
+  if (inet_pton(AF_INET6, s.c_str(), b.data()) == 1)
+    return std::string(reinterpret_cast<char*>(b.data()), 16);
   return {};
 }
 
@@ -102,13 +104,15 @@ GENERAL_NAME* IpName(const std::string& addr, int mask_bits = -1) {
   std::string bytes = addr;
   if (mask_bits >= 0) {
     std::string mask(addr.size(), '\0');
-    for (int i = 0; i < mask_bits; ++i) mask[i / 8] = static_cast<char>(mask[i / 8] | (0x80 >> (i % 8)));
+    for (int i = 0; i < mask_bits; ++i)
+      mask[i / 8] = static_cast<char>(mask[i / 8] | (0x80 >> (i % 8)));
     bytes += mask;
   }
   Ptr<GENERAL_NAME> gn(GENERAL_NAME_new());
   ASN1_OCTET_STRING* s = ASN1_OCTET_STRING_new();
-  if (!gn || !s || ASN1_OCTET_STRING_set(s, reinterpret_cast<const unsigned char*>(bytes.data()),
-                                         static_cast<int>(bytes.size())) != 1) {
+  if (!gn || !s ||
+      ASN1_OCTET_STRING_set(s, reinterpret_cast<const unsigned char*>(bytes.data()),
+                            static_cast<int>(bytes.size())) != 1) {
     ASN1_OCTET_STRING_free(s);
     return nullptr;
   }
@@ -239,7 +243,8 @@ Result<std::shared_ptr<SandboxCa>> SandboxCa::Create(std::string_view sandbox_id
   // CN is at most 64 characters.
   std::string cn = "sandboxd sandbox CA " + std::string(sandbox_id.substr(0, 40));
   X509_NAME* name = X509_get_subject_name(cert.get());
-  if (!AddName(name, "O", "sandboxd") || !AddName(name, "CN", cn)) return Fail(SslError("sandbox CA: name"));
+  if (!AddName(name, "O", "sandboxd") || !AddName(name, "CN", cn))
+    return Fail(SslError("sandbox CA: name"));
   X509_set_issuer_name(cert.get(), name);
 
   X509* c = cert.get();
@@ -355,12 +360,14 @@ Result<std::shared_ptr<ssl::context>> SandboxCa::Mint(const std::string& host) {
       !AddConfExt(l, cert_, NID_authority_key_identifier, "keyid:always")) {
     return Fail(SslError("leaf for " + host + ": extensions"));
   }
-  if (X509_sign(l, key_, EVP_sha256()) == 0) return Fail(SslError("leaf for " + host + ": signing"));
+  if (X509_sign(l, key_, EVP_sha256()) == 0)
+    return Fail(SslError("leaf for " + host + ": signing"));
 
   auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
   SSL_CTX* h = ctx->native_handle();
   SSL_CTX_set_min_proto_version(h, TLS1_2_VERSION);
-  SSL_CTX_set_options(h, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+  SSL_CTX_set_options(
+      h, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
   if (SSL_CTX_use_certificate(h, l) != 1 || SSL_CTX_use_PrivateKey(h, key.get()) != 1 ||
       SSL_CTX_check_private_key(h) != 1 || SSL_CTX_add1_chain_cert(h, cert_) != 1) {
     return Fail(SslError("leaf for " + host + ": server context"));

@@ -28,7 +28,9 @@ X509Ptr ParsePem(const std::string& pem) {
   return X509Ptr(x);
 }
 
-X509* LeafOf(boost::asio::ssl::context& ctx) { return SSL_CTX_get0_certificate(ctx.native_handle()); }
+X509* LeafOf(boost::asio::ssl::context& ctx) {
+  return SSL_CTX_get0_certificate(ctx.native_handle());
+}
 
 // Verifies `leaf` against `ca` for `host` (name or IP) as a TLS client would.
 int Verify(X509* ca, X509* leaf, const std::string& host) {
@@ -51,7 +53,8 @@ int Verify(X509* ca, X509* leaf, const std::string& host) {
 }
 
 std::vector<std::string> PermittedDns(X509* ca, int* critical, int* excluded_ips) {
-  NAME_CONSTRAINTS* nc = static_cast<NAME_CONSTRAINTS*>(X509_get_ext_d2i(ca, NID_name_constraints, critical, nullptr));
+  NAME_CONSTRAINTS* nc =
+      static_cast<NAME_CONSTRAINTS*>(X509_get_ext_d2i(ca, NID_name_constraints, critical, nullptr));
   std::vector<std::string> out;
   *excluded_ips = 0;
   if (!nc) return out;
@@ -204,21 +207,25 @@ TEST(SandboxCaBench, LeafMinting) {
   for (int i = 0; i < kLeaves; ++i) {
     auto t0 = std::chrono::steady_clock::now();
     auto ctx = (*ca)->ServerContextFor("h" + std::to_string(i) + ".example.com");
-    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    ms.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     ASSERT_TRUE(ctx);
   }
   std::sort(ms.begin(), ms.end());
   auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < kLeaves; ++i) ASSERT_TRUE((*ca)->ServerContextFor("h7.example.com"));
   double cached_us =
-      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / kLeaves;
-  std::printf("[ sandbox ca ] leaf minting p50 %.3f ms, p99 %.3f ms; cached lookup %.2f us\n", ms[kLeaves / 2],
-              ms[kLeaves * 99 / 100], cached_us);
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
+      kLeaves;
+  std::printf("[ sandbox ca ] leaf minting p50 %.3f ms, p99 %.3f ms; cached lookup %.2f us\n",
+              ms[kLeaves / 2], ms[kLeaves * 99 / 100], cached_us);
 
   auto c0 = std::chrono::steady_clock::now();
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(SandboxCa::Create("sbx", {"api.example.com"}));
-  std::printf("[ sandbox ca ] CA creation %.3f ms\n",
-              std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - c0).count() / 20);
+  std::printf(
+      "[ sandbox ca ] CA creation %.3f ms\n",
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - c0).count() /
+          20);
 }
 
 }  // namespace

@@ -29,7 +29,8 @@ Error SslError(const std::string& what) {
 
 }  // namespace
 
-Result<std::shared_ptr<ssl::context>> MakeUpstreamClientContext(const std::vector<std::string>& extra_ca_files) {
+Result<std::shared_ptr<ssl::context>> MakeUpstreamClientContext(
+    const std::vector<std::string>& extra_ca_files) {
   auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
   SSL_CTX* h = ctx->native_handle();
   SSL_CTX_set_min_proto_version(h, TLS1_2_VERSION);
@@ -43,7 +44,8 @@ Result<std::shared_ptr<ssl::context>> MakeUpstreamClientContext(const std::vecto
   }
   ctx->set_verify_mode(ssl::verify_peer);
   static constexpr unsigned char kAlpn[] = "\x08http/1.1";
-  if (SSL_CTX_set_alpn_protos(h, kAlpn, sizeof kAlpn - 1) != 0) return Fail(SslError("upstream TLS: ALPN"));
+  if (SSL_CTX_set_alpn_protos(h, kAlpn, sizeof kAlpn - 1) != 0)
+    return Fail(SslError("upstream TLS: ALPN"));
   return ctx;
 }
 

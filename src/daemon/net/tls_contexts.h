@@ -27,6 +27,7 @@ Result<std::shared_ptr<boost::asio::ssl::context>> MakeUpstreamClientContext(
 // when `host` is a name (never for IP literals, RFC 6066), and peer
 // verification against `host` — DNS name (no partial wildcards) or IP
 // address. `host` is a normalised name or literal (no brackets, no port).
-Status PrepareUpstreamTls(boost::asio::ssl::stream<boost::beast::tcp_stream>& stream, std::string_view host);
+Status PrepareUpstreamTls(boost::asio::ssl::stream<boost::beast::tcp_stream>& stream,
+                          std::string_view host);
 
 }  // namespace sandboxd::net

@@ -23,8 +23,8 @@ using TlsStream = ssl::stream<beast::tcp_stream>;
 struct TempFile {
   std::filesystem::path path;
   explicit TempFile(const std::string& content) {
-    path = std::filesystem::temp_directory_path() /
-           ("sbx-tls-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".pem");
+    path = std::filesystem::temp_directory_path() / ("sbx-tls-test-" + std::to_string(::getpid()) +
+                                                     "-" + std::to_string(counter++) + ".pem");
     std::ofstream(path) << content;
   }
   ~TempFile() { std::filesystem::remove(path); }
@@ -39,8 +39,9 @@ struct HandshakeResult {
 
 // A TCP pair on loopback, a TLS handshake over it, both sides in this
 // thread.
-HandshakeResult Handshake(ssl::context& server_ctx, ssl::context& client_ctx, const std::string& host,
-                          const unsigned char* alpn = nullptr, unsigned alpn_len = 0) {
+HandshakeResult Handshake(ssl::context& server_ctx, ssl::context& client_ctx,
+                          const std::string& host, const unsigned char* alpn = nullptr,
+                          unsigned alpn_len = 0) {
   asio::io_context io;
   tcp::acceptor acc(io, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
   tcp::socket a(io);
@@ -67,7 +68,8 @@ HandshakeResult Handshake(ssl::context& server_ctx, ssl::context& client_ctx, co
   unsigned sel_len = 0;
   SSL_get0_alpn_selected(client.native_handle(), &sel, &sel_len);
   if (sel) r.alpn.assign(reinterpret_cast<const char*>(sel), sel_len);
-  if (const char* sni = SSL_get_servername(server.native_handle(), TLSEXT_NAMETYPE_host_name)) r.server_sni = sni;
+  if (const char* sni = SSL_get_servername(server.native_handle(), TLSEXT_NAMETYPE_host_name))
+    r.server_sni = sni;
   return r;
 }
 
