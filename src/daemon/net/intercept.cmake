@@ -4,6 +4,7 @@ add_library(sbx_net_intercept STATIC
   sandbox_ca.cc
   tls_contexts.cc
   replacer.cc
+  http_relay.cc
 )
 target_include_directories(sbx_net_intercept PUBLIC ${PROJECT_SOURCE_DIR}/src)
 target_link_libraries(sbx_net_intercept
@@ -13,6 +14,9 @@ add_executable(net_intercept_test
   replacer_test.cc
   sandbox_ca_test.cc
   tls_contexts_test.cc
+  http_relay_test.cc
 )
 target_link_libraries(net_intercept_test PRIVATE sbx_net_intercept GTest::gtest_main)
-gtest_discover_tests(net_intercept_test DISCOVERY_TIMEOUT 60)
+# The relay tests use loopback ports (port 0) and threads; none should take
+# more than a few seconds, so a hang fails instead of stalling ctest.
+gtest_discover_tests(net_intercept_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 120)
