@@ -785,6 +785,9 @@ class Relay : public std::enable_shared_from_this<Relay> {
     }
     ++connect_gen_;
     timer_.cancel();
+    // Moved out first: it holds a reference to this relay.
+    auto next = std::move(after_connect_);
+    after_connect_ = nullptr;
     if (!r) {
       spdlog::debug("http relay: connect {}:{}: {}", host_.host, host_.port, r.error().message);
       return Refuse(502, "upstream connect failed: " + r.error().message,
@@ -793,7 +796,6 @@ class Relay : public std::enable_shared_from_this<Relay> {
     up_ = std::move(*r);
     up_host_ = host_;
     up_buf_.clear();
-    auto next = std::move(after_connect_);
     next();
   }
 
@@ -1141,6 +1143,7 @@ class Relay : public std::enable_shared_from_this<Relay> {
     finished_ = true;
     ++connect_gen_;
     timer_.cancel();
+    after_connect_ = nullptr;  // breaks the cycle it may hold
     CloseUpstream();
     down_.Close();
     if (done_) {
