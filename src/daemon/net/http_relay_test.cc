@@ -708,6 +708,45 @@ TEST_F(RelayTest, PlainHttpToSecretHostWithPlaceholderIsRefused) {
   EXPECT_EQ(c3->Read().result_int(), 200);
 }
 
+TEST_F(RelayTest, ValueThatWouldBreakTheMessageIsRefused) {
+  // A value with CR LF would end the header (or split the request line):
+  // refused rather than sent.
+  options_.decide = [](const RelayHost& h) {
+    RequestDecision d;
+    d.allowed = true;
+    if (h.host == "api.test") d.subs = {{kPhA, "bad\r\nX-Injected: 1"}, {kPhB, "has space"}};
+    return d;
+  };
+  auto& up = AddUpstream("api.test", true, Ok());
+  StartRelay(true);
+  auto c = TlsClient();
+  c->Send("GET / HTTP/1.1\r\nHost: api.test\r\nAuthorization: Bearer " + kPhA + "\r\n\r\n");
+  EXPECT_EQ(c->Read().result_int(), 403);
+  auto c2 = TlsClient();
+  c2->Send("GET /?k=" + kPhB + " HTTP/1.1\r\nHost: api.test\r\n\r\n");
+  EXPECT_EQ(c2->Read().result_int(), 403);
+  // In a header, a space is fine.
+  auto c3 = TlsClient();
+  c3->Send("GET / HTTP/1.1\r\nHost: api.test\r\nX-K: " + kPhB + "\r\n\r\n");
+  EXPECT_EQ(c3->Read().result_int(), 200);
+  auto seen = up.seen();
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].header("x-k"), "has space");
+}
+
+TEST_F(RelayTest, InterimResponsesAreDropped) {
+  AddUpstream("api.test", true, [](const Seen&) {
+    return Reply{"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n" +
+                 Response(200, "done")};
+  });
+  StartRelay(true);
+  auto c = TlsClient();
+  c->Send("GET / HTTP/1.1\r\nHost: api.test\r\n\r\n");
+  auto res = c->Read();
+  EXPECT_EQ(res.result_int(), 200);
+  EXPECT_EQ(res.body(), "done");
+}
+
 // ---- redaction -----------------------------------------------------------------
 
 TEST_F(RelayTest, RedactsResponseHeadersAndBody) {
