@@ -11,7 +11,7 @@ the test init's lines:
 After "idle" it samples QEMU's VmRSS (the guest is idle, waiting), sends
 "poweroff" and waits for QEMU to exit. Prints one JSON object on stdout:
   {"ok", "hello_s", "hello_cpu_s", "ready_s", "exit_s", "poweroff_s" (sent
-   -> QEMU gone), "rss_kb", "hello",
+   -> QEMU gone), "rss_kb", "rss_anon_kb", "hello",
    "ready", "idle", "error", "qemu_rc", "qemu_stderr"}
 Times are seconds since QEMU was started (fork+exec included). Exit status 0
 only when everything happened within TIMEOUT_S.
@@ -25,11 +25,12 @@ import sys
 import time
 
 
-def rss_kb(pid):
+def status_kb(pid, field):
+    """A "<field>: N kB" line of /proc/<pid>/status."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
     except OSError:
         pass
@@ -55,7 +56,7 @@ def main():
     sock_path, timeout = sys.argv[1], float(sys.argv[2])
     argv = sys.argv[4:]
     res = {"ok": False, "hello_s": None, "hello_cpu_s": None, "ready_s": None, "exit_s": None,
-           "poweroff_s": None, "rss_kb": None,
+           "poweroff_s": None, "rss_kb": None, "rss_anon_kb": None,
            "hello": None, "idle": None, "ready": None, "error": None, "qemu_rc": None}
     try:
         os.unlink(sock_path)
@@ -104,7 +105,10 @@ def main():
                     res["idle"] = text
                 elif text.startswith("fail "):
                     raise RuntimeError("guest: " + text)
-        res["rss_kb"] = rss_kb(qemu.pid)
+        # VmRSS counts file pages shared with every other VM (the kernel
+        # image QEMU maps, its own binary); RssAnon is what this VM costs.
+        res["rss_kb"] = status_kb(qemu.pid, "VmRSS")
+        res["rss_anon_kb"] = status_kb(qemu.pid, "RssAnon")
         t_off = time.monotonic()
         s.sendall(b"poweroff\n")
         qemu.wait(timeout=max(0.1, deadline - time.monotonic()))
