@@ -134,6 +134,7 @@ for i in $(seq 1 "$RUNS"); do
     -M "$machine" -accel "$ACCEL" -cpu "$([[ $ACCEL == kvm ]] && echo host || echo qemu64)"
     -m 1280 -smp 2
     -nodefaults -no-user-config -display none -no-reboot
+    -sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny
     -kernel "$kernel" -initrd "$WORK/initrd" -append "${append[*]}"
     -drive "id=root,file=$root_img,format=raw,if=none,readonly=on"
     -device virtio-blk-device,drive=root,serial=root
