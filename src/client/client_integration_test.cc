@@ -19,6 +19,7 @@
 #include <iterator>
 #include <map>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -154,16 +155,19 @@ class Daemon {
   void Start() {
     int p[2];
     if (pipe2(p, O_CLOEXEC) != 0) return;
+    // Its own sandbox address range: other test daemons run beside this one.
+    std::random_device rd;
+    std::string range = "10." + std::to_string(128 + rd() % 128) + "." + std::to_string(rd() % 64 * 4) + ".0/22";
     pid_ = fork();
     if (pid_ == 0) {
       dup2(p[1], 1);
       const char* agent = std::getenv("SANDBOXD_AGENT");
       if (agent && *agent) {
         execl(bin_.c_str(), bin_.c_str(), "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir_.c_str(),
-              "--agent", agent, static_cast<char*>(nullptr));
+              "--net-range", range.c_str(), "--agent", agent, static_cast<char*>(nullptr));
       }
       execl(bin_.c_str(), bin_.c_str(), "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir_.c_str(),
-            static_cast<char*>(nullptr));
+            "--net-range", range.c_str(), static_cast<char*>(nullptr));
       _exit(127);
     }
     close(p[1]);

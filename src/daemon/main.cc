@@ -17,6 +17,7 @@
 #include "daemon/core/manager.h"
 #include "daemon/core/store.h"
 #include "daemon/isolation/namespaces/namespaces_backend.h"
+#include "daemon/net/network.h"
 
 namespace fs = std::filesystem;
 using namespace sandboxd;
@@ -48,6 +49,11 @@ struct ServeFlags {
   size_t max_sandboxes = 256;
   std::string max_lifetime;
   std::string log_level = "info";
+  std::string net = "on";
+  std::string net_range = "10.89.0.0/16";
+  std::string egress_hosts_file;  // test only
+  bool egress_hosts_only = false;  // test only
+  std::vector<std::string> egress_extra_ca;  // test only
 };
 
 int Serve(const ServeFlags& f) {
@@ -126,8 +132,35 @@ int Serve(const ServeFlags& f) {
   }
   (*backend)->ReapStale();
 
+  // Outbound networking: one veth per sandbox, the firewall table, the
+  // egress proxy and the resolver. Tagged per data dir like the cgroups.
+  std::unique_ptr<net::NetworkService> network;
+  if (f.net == "on") {
+    net::NetworkOptions no;
+    no.range = f.net_range;
+    no.tag = core::Sha256Hex(canon_ec ? f.data_dir : canonical).substr(0, 6);
+    no.hosts_file = f.egress_hosts_file;
+    no.hosts_only = f.egress_hosts_only;
+    no.extra_ca_files = f.egress_extra_ca;
+    no.system_ca_bundle = ns.rootfs_dir + "/etc/ssl/certs/ca-certificates.crt";
+    if (!no.hosts_file.empty() || !no.extra_ca_files.empty()) {
+      spdlog::warn("test-only egress settings are on (hosts file '{}', {} extra upstream CAs)", no.hosts_file,
+                   no.extra_ca_files.size());
+    }
+    auto svc = net::NetworkService::Start(no);
+    if (!svc) {
+      std::fprintf(stderr, "sandboxd: network: %s\n", svc.error().message.c_str());
+      return 1;
+    }
+    network = std::move(*svc);
+  } else if (f.net != "off") {
+    std::fprintf(stderr, "sandboxd: --net must be on or off\n");
+    return 2;
+  }
+
   boost::asio::io_context io(1);
   core::Manager mgr(io, **store, std::move(*backend), opts);
+  mgr.SetNetwork(network.get());
   api::HttpServer server(io, mgr, **store);
   auto ep = server.Listen(host, static_cast<uint16_t>(port));
   if (!ep) {
@@ -137,7 +170,8 @@ int Serve(const ServeFlags& f) {
   std::string addr = ep->address().is_v6() ? "[" + ep->address().to_string() + "]" : ep->address().to_string();
   std::printf("sandboxd listening on http://%s:%u\n", addr.c_str(), ep->port());
   std::fflush(stdout);
-  spdlog::info("region {}, isolation namespaces, data dir {}", f.region, f.data_dir);
+  spdlog::info("region {}, isolation namespaces, data dir {}, network {}", f.region, f.data_dir,
+               network ? f.net_range : std::string("off"));
 
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](boost::system::error_code ec, int sig) {
@@ -169,6 +203,13 @@ int main(int argc, char** argv) {
     c->add_option("--max-sandboxes", f.max_sandboxes, "live sandboxes before create answers 503");
     c->add_option("--max-lifetime", f.max_lifetime, "cap on a timed sandbox's lifetime, e.g. 2h (default: none)");
     c->add_option("--log-level", f.log_level, "trace | debug | info | warn | error");
+    c->add_option("--net", f.net, "on | off: outbound networking through the egress proxy (off: loopback only)");
+    c->add_option("--net-range", f.net_range, "IPv4 range for sandbox links, one /30 each (one range per daemon)");
+    c->add_option("--egress-hosts-file", f.egress_hosts_file,
+                  "TEST ONLY: hosts-format file the egress resolver answers from");
+    c->add_flag("--egress-hosts-only", f.egress_hosts_only,
+                "TEST ONLY: names not in --egress-hosts-file do not exist");
+    c->add_option("--egress-extra-ca", f.egress_extra_ca, "TEST ONLY: extra CA file trusted for upstreams");
   };
   auto* serve = app.add_subcommand("serve", "run the daemon (the default)");
   add_serve_flags(serve);

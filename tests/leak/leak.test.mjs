@@ -56,6 +56,7 @@ const sh = (cmd, args) => {
   }
 };
 const netnsNames = () => sh("ip", ["netns", "list"]).split("\n").map((l) => l.split(" ")[0]).filter(Boolean);
+const nftTables = () => sh("nft", ["list", "tables"]).split("\n").map((l) => l.trim()).filter(Boolean);
 const links = () => sh("ip", ["-o", "link", "show"]).split("\n").map((l) => l.split(":")[1]?.trim().split("@")[0]).filter(Boolean);
 
 /**
@@ -113,6 +114,7 @@ test("no leftovers after a daemon with sandboxes is stopped", { timeout: 180_000
   const baseline = {
     netns: new Set(netnsNames()),
     links: new Set(links()),
+    nftTables: new Set(nftTables()),
   };
   const d = new Daemon();
   await d.start({ orgs: ["a"] });
@@ -152,8 +154,12 @@ test("no leftovers after a daemon with sandboxes is stopped", { timeout: 180_000
     await s1.spawn("sleep", { args: ["100"], stdout: "null", stderr: "null" });
     snap();
     await s1.close();
-    // 2) timed sandbox, killed
-    const s2 = await d.create("a", { timeout: "1m" });
+    // 2) timed sandbox with outbound access and a secret (proxy state, its CA), killed
+    const s2 = await d.create("a", {
+      timeout: "1m",
+      allowNet: ["example.test"],
+      secrets: { K: { hosts: ["api.example.test"], value: "leak-test-value" } },
+    });
     ids.push(s2.id);
     await s2.sh`echo data > "$HOME/x"`.text();
     snap();
@@ -240,6 +246,8 @@ test("no leftovers after a daemon with sandboxes is stopped", { timeout: 180_000
   if (ns.length) problems.push(`network namespaces left: ${ns.join(", ")}`);
   const ln = links().filter((n) => !baseline.links.has(n));
   if (ln.length) problems.push(`network links left: ${ln.join(", ")}`);
+  const tables = nftTables().filter((t) => !baseline.nftTables.has(t));
+  if (tables.length) problems.push(`nftables tables left: ${tables.join(", ")}`);
 
   // Per-sandbox state under the data dir (whatever layout the daemon uses: any path naming a sandbox id).
   const stateLeft = dataTree.filter((p) => ids.some((id) => p.includes(id)));

@@ -67,6 +67,13 @@ function runBin(args, { timeoutMs = 30_000 } = {}) {
   });
 }
 
+/** A random /22 inside 10.128.0.0/9, for one daemon's sandbox links. */
+export function randomNetRange() {
+  const a = 128 + Math.floor(Math.random() * 128);
+  const b = Math.floor(Math.random() * 64) * 4;
+  return `10.${a}.${b}.0/22`;
+}
+
 export class Daemon {
   constructor() {
     this.dataDir = null;
@@ -93,7 +100,11 @@ export class Daemon {
     }
 
     const logFd = openSync(this.logPath, "a");
-    this.proc = spawn(SANDBOXD_BIN, ["serve", "--listen", "127.0.0.1:0", "--data-dir", this.dataDir, ...extraArgs], {
+    // Daemons running side by side need disjoint sandbox address ranges: a
+    // random /22 in 10.128.0.0/9 (kept across restarts of this daemon).
+    if (!this.netRange) this.netRange = randomNetRange();
+    const netArgs = extraArgs.includes("--net-range") ? [] : ["--net-range", this.netRange];
+    this.proc = spawn(SANDBOXD_BIN, ["serve", "--listen", "127.0.0.1:0", "--data-dir", this.dataDir, ...netArgs, ...extraArgs], {
       stdio: ["ignore", "pipe", logFd],
     });
     closeSync(logFd);
@@ -278,7 +289,8 @@ export function mountPoints() {
 export function useDaemon(startOpts = {}) {
   const d = new Daemon();
   before(async () => {
-    await d.start(startOpts);
+    // A function lets the file prepare things first (e.g. a fake upstream whose flags the daemon needs).
+    await d.start(typeof startOpts === "function" ? await startOpts() : startOpts);
   });
   after(async () => {
     await d.closeTracked();

@@ -238,7 +238,50 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       }
       return SendError({405, "METHOD_NOT_ALLOWED", "use DELETE or PATCH"}, keep);
     }
+    // Our own extension: /api/v3/sandboxes/{id}/network — the egress policy
+    // of a running sandbox (GET) and replacing its allowNet list (PUT).
+    if (segs.size() == 5 && segs[1] == "v3" && (segs[2] == "sandbox" || segs[2] == "sandboxes") &&
+        segs[4] == "network") {
+      std::string id(segs[3]);
+      if (req.method() == http::verb::put) {
+        json body = json::parse(req.body(), nullptr, false);
+        if (body.is_discarded() || !body.is_object() || !body.contains("allowNet") || !body["allowNet"].is_array()) {
+          return SendError(core::ApiError::InvalidConfig("body must be {\"allowNet\": [host pattern, ...]}"), keep);
+        }
+        std::vector<std::string> hosts;
+        for (const auto& h : body["allowNet"]) {
+          if (!h.is_string()) return SendError(core::ApiError::InvalidConfig("allowNet entries must be strings"), keep);
+          hosts.push_back(h.get<std::string>());
+        }
+        auto r = mgr_.SetAllowNet(*org, id, hosts);
+        if (!r) return SendError(r.error(), keep);
+      } else if (req.method() != http::verb::get) {
+        return SendError({405, "METHOD_NOT_ALLOWED", "use GET or PUT"}, keep);
+      }
+      auto sb = mgr_.FindRunning(*org, id);
+      if (!sb) return SendError(sb.error(), keep);
+      return SendJson(http::status::ok, NetworkJson(**sb).dump(), keep);
+    }
     return SendError({404, "NOT_FOUND", "no such endpoint"}, keep);
+  }
+
+  static json NetworkJson(const core::Sandbox& sb) {
+    auto* n = sb.net();
+    if (!n) return json{{"enabled", false}, {"allowNet", json::array()}};
+    auto policy = n->policy();
+    const auto& st = *n->stats();
+    json secrets = json::array();
+    for (const auto& s : policy->secrets()) secrets.push_back({{"name", s.name}, {"hosts", s.hosts.ToStrings()}});
+    return json{{"enabled", true},
+                {"address", n->sandbox_ip()},
+                {"allowNet", policy->allow_net()},
+                {"secrets", secrets},
+                {"stats",
+                 {{"connectionsAllowed", st.connections_allowed.load()},
+                  {"connectionsDenied", st.connections_denied.load()},
+                  {"requestsSubstituted", st.requests_substituted.load()},
+                  {"requestsRefused", st.requests_refused.load()},
+                  {"dnsQueries", st.dns_queries.load()}}}};
   }
 
   void List(const Request& req, const std::string& version, std::string_view query, const std::string& org,

@@ -145,7 +145,7 @@ void WsSession::HandleRequest(int64_t id, const std::string& method, const json&
       {"spawn", &WsSession::Spawn},           {"processWait", &WsSession::ProcessWait},
       {"processKill", &WsSession::ProcessKill}, {"envGet", &WsSession::EnvGet},
       {"envSet", &WsSession::EnvSet},         {"envDelete", &WsSession::EnvDelete},
-      {"envToObject", &WsSession::EnvToObject},
+      {"envToObject", &WsSession::EnvToObject}, {"fetch", &WsSession::Fetch},
   };
   if (method == "abort") {
     if (IsIntKey(p, "abortId")) {
@@ -178,6 +178,12 @@ void WsSession::HandleNotification(const std::string& method, const json& p) {
     return;
   }
   if (method == "$sandbox.stream.cancel") {  // the client no longer wants one of our streams
+    if (auto f = fetches_.find(sid); f != fetches_.end()) {
+      auto call = std::move(f->second);
+      fetches_.erase(f);
+      call->Cancel();
+      return;
+    }
     auto it = outgoing_.find(sid);
     if (it == outgoing_.end()) return;
     Outgoing o = it->second;
@@ -196,6 +202,11 @@ void WsSession::HandleNotification(const std::string& method, const json& p) {
   if (method == "$sandbox.stream.end" || method == "$sandbox.stream.error") {
     bool failed = method == "$sandbox.stream.error";
     json err = failed ? p.value("error", json(nullptr)) : json(nullptr);
+    if (in.on_done) {
+      auto on_done = std::move(in.on_done);
+      incoming_.erase(it);
+      return on_done(failed);
+    }
     if (!in.channel) {
       in.ended = true;
       if (failed) in.error = err;
@@ -220,6 +231,7 @@ void WsSession::OnClientChunk(int64_t sid, std::string_view base64) {
     if (sb_->running()) sb_->link().Write(*in.channel, *bytes);
     return;
   }
+  if (in.on_chunk) return in.on_chunk(std::move(*bytes));
   unclaimed_bytes_ += bytes->size();
   if (unclaimed_bytes_ > kMaxUnclaimed) return CloseWith(1008, "too much unclaimed stream data");
   in.bytes += bytes->size();
@@ -526,8 +538,36 @@ void WsSession::DoWrite() {
       return;
     }
     ReleaseCredit();
+    if (!on_drain_.empty() && out_bytes_ <= kSendHighWater / 2) {
+      auto fns = std::move(on_drain_);
+      on_drain_.clear();
+      for (auto& fn : fns) fn();
+    }
     DoWrite();
   });
+}
+
+void WsSession::WhenDrained(std::function<void()> fn) {
+  if (out_bytes_ <= kSendHighWater / 2) return fn();
+  on_drain_.push_back(std::move(fn));
+}
+
+void WsSession::CollectIncoming(int64_t sid, std::function<void(std::string)> on_chunk,
+                                std::function<void(bool failed)> on_done) {
+  auto it = incoming_.find(sid);
+  if (it == incoming_.end()) return on_done(false);  // never started, or cancelled: empty
+  Incoming& in = it->second;
+  for (auto& c : in.chunks) on_chunk(std::move(c));
+  unclaimed_bytes_ -= in.bytes;
+  in.chunks.clear();
+  in.bytes = 0;
+  if (in.ended) {
+    bool failed = in.error.has_value();
+    incoming_.erase(it);
+    return on_done(failed);
+  }
+  in.on_chunk = std::move(on_chunk);
+  in.on_done = std::move(on_done);
 }
 
 void WsSession::Teardown() {
@@ -544,6 +584,11 @@ void WsSession::Teardown() {
     for (auto [ch, n] : deferred_credit_) link.Consumed(ch, n);
   }
   CloseHandles();
+  for (auto& [sid, f] : fetches_) f->Cancel();
+  for (auto& [n, f] : pending_fetches_) f->Cancel();
+  fetches_.clear();
+  pending_fetches_.clear();
+  on_drain_.clear();
   aborts_.clear();
   incoming_.clear();
   deferred_credit_.clear();

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "daemon/core/sandbox.h"
+#include "daemon/net/sandbox_fetch.h"
 
 namespace sandboxd::api {
 
@@ -41,6 +42,9 @@ class WsSession : public std::enable_shared_from_this<WsSession>, public core::A
     std::optional<nlohmann::json> error;  // the client's stream.error, if it failed before being claimed
     std::optional<uint32_t> channel;  // once claimed
     std::function<void(const nlohmann::json&)> on_error;  // set by the claimer
+    // Instead of a channel, a collector may claim the stream (fetch bodies).
+    std::function<void(std::string)> on_chunk;
+    std::function<void(bool failed)> on_done;
   };
   struct Outgoing {  // a stream we send (stdout/stderr)
     uint32_t channel = 0;
@@ -99,6 +103,15 @@ class WsSession : public std::enable_shared_from_this<WsSession>, public core::A
                      std::function<void(const nlohmann::json&)> on_error = nullptr);
   void ReleaseCredit();
 
+  // fetch (fetch_method.cc): an HTTP request from the sandbox's network.
+  void Fetch(int64_t id, const nlohmann::json& p);
+  // Hands a client stream's bytes to `on_chunk` (buffered ones first) and its
+  // end (or failure) to `on_done`.
+  void CollectIncoming(int64_t stream_id, std::function<void(std::string)> on_chunk,
+                       std::function<void(bool failed)> on_done);
+  // Runs `fn` once the outgoing queue has drained below the low-water mark.
+  void WhenDrained(std::function<void()> fn);
+
   boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;
   std::shared_ptr<core::Sandbox> sb_;
   boost::beast::flat_buffer rbuf_;
@@ -116,6 +129,10 @@ class WsSession : public std::enable_shared_from_this<WsSession>, public core::A
   std::vector<std::pair<uint32_t, uint32_t>> deferred_credit_;  // (channel, bytes)
   std::map<int64_t, std::function<void()>> aborts_;  // abortId → cancel the operation
   std::set<int64_t> handles_;                        // file handles this connection opened
+  std::map<int64_t, std::shared_ptr<net::FetchCall>> fetches_;  // response stream id → fetch (for cancel)
+  std::map<uint64_t, std::shared_ptr<net::FetchCall>> pending_fetches_;  // until the head arrives
+  uint64_t next_fetch_ = 0;
+  std::vector<std::function<void()>> on_drain_;
 };
 
 }  // namespace sandboxd::api

@@ -1,6 +1,7 @@
 #include "daemon/core/config.h"
 
 #include "common/base64.h"
+#include "daemon/net/allowlist.h"
 
 #include <charconv>
 #include <nlohmann/json.hpp>
@@ -141,8 +142,9 @@ ApiResult<CreateConfig> ParseCreateConfigHeader(std::string_view header, const C
     if (!it->is_array()) return Bad("allow_net must be an array of host patterns");
     std::vector<std::string> hosts;
     for (const auto& h : *it) {
-      if (!h.is_string() || h.get_ref<const std::string&>().empty() || h.get_ref<const std::string&>().size() > 261) {
-        return Bad("allow_net entries must be non-empty host patterns");
+      if (!h.is_string()) return Bad("allow_net entries must be host patterns (strings)");
+      if (auto e = net::ParseAllowEntry(h.get_ref<const std::string&>()); !e) {
+        return Bad("allow_net: " + e.error().message);
       }
       hosts.push_back(h.get<std::string>());
     }
@@ -161,6 +163,9 @@ ApiResult<CreateConfig> ParseCreateConfigHeader(std::string_view header, const C
       sec.value = s["value"].get<std::string>();
       for (const auto& h : s["hosts"]) {
         if (!h.is_string()) return Bad("secret '" + name + "' hosts must be strings");
+        if (auto e = net::ParseAllowEntry(h.get_ref<const std::string&>()); !e) {
+          return Bad("secret '" + name + "' hosts: " + e.error().message);
+        }
         sec.hosts.push_back(h.get<std::string>());
       }
       cfg.secrets.emplace(name, std::move(sec));

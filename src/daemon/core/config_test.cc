@@ -102,6 +102,21 @@ TEST(ConfigTest, VolumesAndSecrets) {
   EXPECT_FALSE(ParseCreateConfigHeader(Header(R"({"secrets":{"BAD NAME":{"hosts":[],"value":"x"}}})"), Limits()));
 }
 
+TEST(ConfigTest, AllowNetPatternsAreValidatedAtTheEdge) {
+  auto ok = ParseCreateConfigHeader(
+      Header(R"({"allow_net":["example.com","api.example.com:443","*.example.org","10.0.0.1:8080","[::1]"]})"),
+      Limits());
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->allow_net->size(), 5u);
+  for (const char* bad : {R"({"allow_net":["exa mple.com"]})", R"({"allow_net":["example.com:99999"]})",
+                          R"({"allow_net":["*"]})", R"({"allow_net":[""]})", R"({"allow_net":[42]})",
+                          R"({"secrets":{"K":{"hosts":["bad host"],"value":"v"}}})"}) {
+    auto r = ParseCreateConfigHeader(Header(bad), Limits());
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().status, 400) << bad;
+  }
+}
+
 TEST(ConfigTest, Durations) {
   EXPECT_EQ(ParseDurationMs("30s"), 30'000);
   EXPECT_EQ(ParseDurationMs("5m"), 300'000);

@@ -1,10 +1,15 @@
 #include "daemon/core/manager.h"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
 
 #include <nlohmann/json.hpp>
 
+#include "common/base64.h"
 #include "daemon/core/ids.h"
+#include "daemon/net/allowlist.h"
+#include "daemon/net/network.h"
+#include "daemon/net/sandbox_ca.h"
 
 namespace sandboxd::core {
 
@@ -57,6 +62,8 @@ void Manager::Create(const std::string& org, CreateConfig cfg, CreateFn done) {
   auto sb = std::make_shared<Sandbox>(io_, id, org, std::move(cfg), now);
   // Secrets never enter the sandbox: inside, the variable holds a placeholder
   // that the egress proxy swaps for the value on the wire to approved hosts.
+  std::vector<net::SecretBinding> bindings;
+  std::vector<std::string> secret_hosts;
   for (const auto& [name, s] : sb->config().secrets) {
     std::string hex;
     for (unsigned char c : RandomBytes(16)) {
@@ -65,6 +72,27 @@ void Manager::Create(const std::string& org, CreateConfig cfg, CreateFn done) {
       hex += kHex[c & 15];
     }
     sb->env()[name] = "sbx_placeholder_" + hex;
+    auto hosts = net::AllowList::Parse(s.hosts);
+    if (!hosts) {  // validated at the edge already
+      done(std::unexpected(ApiError::InvalidConfig("secret '" + name + "': " + hosts.error().message)));
+      return;
+    }
+    for (const auto& e : hosts->entries()) {  // the names the CA may vouch for (no ports)
+      switch (e.kind) {
+        case net::AllowEntry::Kind::kName: secret_hosts.push_back(e.host); break;
+        case net::AllowEntry::Kind::kWildcard: secret_hosts.push_back("*." + e.host); break;
+        case net::AllowEntry::Kind::kAddress: secret_hosts.push_back(e.address.to_string()); break;
+      }
+    }
+    bindings.push_back({name, sb->env()[name], s.value, std::move(*hosts)});
+  }
+  if (net_ && !bindings.empty()) {
+    // The sandbox's TLS clients must trust the proxy's CA for the hosts it
+    // intercepts; every common runtime is told where it is.
+    sb->env()["SSL_CERT_FILE"] = kSandboxTrustBundle;
+    sb->env()["REQUESTS_CA_BUNDLE"] = kSandboxTrustBundle;
+    sb->env()["NODE_EXTRA_CA_CERTS"] = kSandboxCaFile;
+    sb->env()["DENO_CERT"] = kSandboxCaFile;
   }
 
   SandboxRecord rec;
@@ -85,9 +113,21 @@ void Manager::Create(const std::string& org, CreateConfig cfg, CreateFn done) {
   spec.id = id;
   spec.memory_mb = sb->config().memory_mb;
   ++creating_;
-  boost::asio::post(pool_, [this, spec, sb, done = std::move(done)]() mutable {
+  boost::asio::post(pool_, [this, spec, sb, bindings = std::move(bindings), secret_hosts = std::move(secret_hosts),
+                            done = std::move(done)]() mutable {
     auto inst = backend_->Start(spec);
-    boost::asio::post(io_, [this, sb, inst = std::move(inst), done = std::move(done)]() mutable {
+    std::unique_ptr<net::NetworkAttachment> attachment;
+    if (inst && net_) {
+      auto a = AttachNetwork(**inst, sb, std::move(bindings), secret_hosts);
+      if (a) {
+        attachment = std::move(*a);
+      } else {
+        (void)(*inst)->Destroy();
+        inst = std::unexpected(a.error());
+      }
+    }
+    boost::asio::post(io_, [this, sb, inst = std::move(inst), attachment = std::move(attachment),
+                            done = std::move(done)]() mutable {
       --creating_;
       if (!inst) {
         spdlog::error("sandbox {}: start failed: {}", sb->id(), inst.error().message);
@@ -97,6 +137,7 @@ void Manager::Create(const std::string& org, CreateConfig cfg, CreateFn done) {
         return;
       }
       sb->instance_ = std::move(*inst);
+      sb->net_ = std::move(attachment);
       sb->link_ = std::make_shared<AgentLink>(io_, sb->instance_->TakeLinkFd(), opts_.agent_call_timeout);
       std::weak_ptr<Sandbox> weak = sb;
       sb->link_->Start(
@@ -127,11 +168,91 @@ void Manager::Create(const std::string& org, CreateConfig cfg, CreateFn done) {
         return;
       }
       ArmStopTimer(sb);
-      spdlog::info("sandbox {}: running (org {}, {} MiB, {})", sb->id(), sb->org(), sb->config().memory_mb,
-                   sb->stop_at_ms_ ? "timed" : "session");
+      spdlog::info("sandbox {}: running (org {}, {} MiB, {}, {})", sb->id(), sb->org(), sb->config().memory_mb,
+                   sb->stop_at_ms_ ? "timed" : "session",
+                   sb->net_ ? "network " + sb->net_->sandbox_ip() : std::string("no network"));
+      if (sb->net_ && sb->net_->policy()->ca()) return InstallTrust(sb, std::move(done));
       done(sb);
     });
   });
+}
+
+Result<std::unique_ptr<net::NetworkAttachment>> Manager::AttachNetwork(isolation::Instance& inst,
+                                                                       const std::shared_ptr<Sandbox>& sb,
+                                                                       std::vector<net::SecretBinding> bindings,
+                                                                       const std::vector<std::string>& secret_hosts) {
+  std::shared_ptr<net::SandboxCa> ca;
+  if (!bindings.empty()) {
+    auto c = net::SandboxCa::Create(sb->id(), secret_hosts);
+    if (!c) return std::unexpected(c.error().Wrap("sandbox CA"));
+    ca = std::move(*c);
+  }
+  auto policy = net::EgressPolicy::Build(sb->id(), sb->config().allow_net.value_or(std::vector<std::string>{}),
+                                         std::move(bindings), std::move(ca));
+  if (!policy) return std::unexpected(policy.error());
+  UniqueFd netns(::open(("/proc/" + std::to_string(inst.InitPid()) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!netns) return FailErrno("open the sandbox's network namespace");
+  auto a = net_->Attach(netns.get(), *policy);
+  if (!a) return std::unexpected(a.error().Wrap("network"));
+  return std::move(*a);
+}
+
+// Writes the proxy CA into the sandbox's trust store (as root, through the
+// agent): the CA alone, and the system bundle with the CA appended, which is
+// also installed as the default bundle so tools that ignore the environment
+// trust it too. The sandbox is handed out only after this.
+void Manager::InstallTrust(const std::shared_ptr<Sandbox>& sb, CreateFn done) {
+  const std::string& ca = sb->net_->policy()->ca()->CertPem();
+  std::string bundle = net_->system_ca_bundle();
+  if (!bundle.empty() && bundle.back() != '\n') bundle += '\n';
+  bundle += ca;
+  struct File {
+    const char* path;
+    std::string content;
+  };
+  auto files = std::make_shared<std::vector<File>>(
+      std::vector<File>{{kSandboxCaFile, ca}, {kSandboxTrustBundle, std::move(bundle)}});
+  auto step = std::make_shared<std::function<void(size_t)>>();
+  std::weak_ptr<Sandbox> weak = sb;
+  auto fail = [this, weak, done](const std::string& what) {
+    auto s = weak.lock();
+    if (s && s->running()) StartStop(s, "could not install the egress CA: " + what, true);
+    done(std::unexpected(ApiError{500, "SANDBOX_START_FAILED", "could not install the egress CA: " + what}));
+  };
+  *step = [this, weak, files, step, fail, done](size_t i) {
+    auto s = weak.lock();
+    if (!s || !s->running()) return done(std::unexpected(ApiError{500, "SANDBOX_START_FAILED", "sandbox stopped"}));
+    if (i == files->size()) {
+      auto finish = done;  // resetting *step destroys this lambda and its captures
+      *step = nullptr;     // break the cycle
+      return finish(s);
+    }
+    const auto& f = (*files)[i];
+    nlohmann::json root = {{"uid", 0}, {"gid", 0}, {"cwd", "/"}};
+    nlohmann::json p = root;
+    p["path"] = f.path;
+    s->link().Call("create", p, [weak, files, step, fail, root, i](Result<nlohmann::json> r) {
+      auto s = weak.lock();
+      if (!s || !s->running()) return fail("sandbox stopped");
+      if (!r || !r->contains("fileHandleId")) return fail(r ? "create: no handle" : r.error().message);
+      auto handle = (*r)["fileHandleId"];
+      nlohmann::json w = root;
+      w["fileHandleId"] = handle;
+      w["data"] = Base64Encode((*files)[i].content);
+      s->link().Call("fileWrite", w, [weak, step, fail, root, handle, i](Result<nlohmann::json> r) {
+        auto s = weak.lock();
+        if (!s || !s->running()) return fail("sandbox stopped");
+        if (!r) return fail(r.error().message);
+        nlohmann::json c = root;
+        c["fileHandleId"] = handle;
+        s->link().Call("fileClose", c, [step, fail, i](Result<nlohmann::json> r) {
+          if (!r) return fail(r.error().message);
+          if (*step) (*step)(i + 1);
+        });
+      });
+    });
+  };
+  (*step)(0);
 }
 
 void Manager::ArmStopTimer(const std::shared_ptr<Sandbox>& sb) {
@@ -164,6 +285,23 @@ ApiResult<void> Manager::Kill(const std::string& org, const std::string& id, con
   auto rec = store_.GetSandbox(id);
   if (rec && *rec && (*rec)->org == org) return {};  // already stopped: idempotent
   return std::unexpected(ApiError::NotFound("sandbox " + id + " not found"));
+}
+
+ApiResult<std::vector<std::string>> Manager::SetAllowNet(const std::string& org, const std::string& id,
+                                                         const std::vector<std::string>& allow_net) {
+  auto sb = FindRunning(org, id);
+  if (!sb) return std::unexpected(sb.error());
+  if (!(*sb)->net_) {
+    return std::unexpected(ApiError{409, "NETWORK_DISABLED", "this server runs sandboxes without outbound networking"});
+  }
+  for (const auto& h : allow_net) {
+    if (auto e = net::ParseAllowEntry(h); !e) return std::unexpected(ApiError::InvalidConfig("allowNet: " + e.error().message));
+  }
+  if (auto st = (*sb)->net_->SetAllowNet(allow_net); !st) {
+    return std::unexpected(ApiError::Internal("updating the firewall: " + st.error().message));
+  }
+  spdlog::info("sandbox {}: allowNet replaced ({} entries)", id, allow_net.size());
+  return allow_net;
 }
 
 ApiResult<int64_t> Manager::Extend(const std::string& org, const std::string& id, int64_t stop_at_ms) {
@@ -206,10 +344,13 @@ void Manager::StartStop(const std::shared_ptr<Sandbox>& sb, const std::string& r
   if (sb->link_) sb->link_->Close();
   ++destroying_;
   auto instance = std::move(sb->instance_);
-  boost::asio::post(pool_, [this, sb, failed, reason, instance = std::move(instance)]() mutable {
+  auto network = std::move(sb->net_);
+  boost::asio::post(pool_, [this, sb, failed, reason, instance = std::move(instance),
+                            network = std::move(network)]() mutable {
     Status st;
     if (instance) st = instance->Destroy();
     instance.reset();
+    network.reset();  // veth, firewall elements, proxy registry entry
     boost::asio::post(io_, [this, sb, failed, reason, st = std::move(st)] {
       --destroying_;
       if (!st) spdlog::error("sandbox {}: teardown incomplete: {}", sb->id(), st.error().message);

@@ -17,8 +17,14 @@
 #include "daemon/core/sandbox.h"
 #include "daemon/core/store.h"
 #include "daemon/isolation/backend.h"
+#include "daemon/net/network.h"
 
 namespace sandboxd::core {
+
+// Where a sandbox with secrets finds the egress proxy's CA: alone, and
+// appended to the system bundle (the default bundle of OpenSSL-based tools).
+inline constexpr const char* kSandboxCaFile = "/etc/ssl/certs/sandboxd-egress-ca.pem";
+inline constexpr const char* kSandboxTrustBundle = "/etc/ssl/certs/ca-certificates.crt";
 
 struct ManagerOptions {
   std::string region = "loc";
@@ -59,6 +65,15 @@ class Manager {
 
   ApiResult<ListPage> List(ListQuery q);
 
+  // Replaces a running sandbox's allowNet list (effective for new
+  // connections at once). 400 for a bad pattern, 409 without networking.
+  ApiResult<std::vector<std::string>> SetAllowNet(const std::string& org, const std::string& id,
+                                                  const std::vector<std::string>& allow_net);
+
+  // Outbound networking (null: sandboxes get only loopback). Set before the
+  // first Create; not owned.
+  void SetNetwork(net::NetworkService* net) { net_ = net; }
+
   // Stops every sandbox; `done` runs on the loop once all are torn down.
   void Shutdown(std::function<void()> done);
 
@@ -66,11 +81,18 @@ class Manager {
 
  private:
   void StartStop(const std::shared_ptr<Sandbox>& sb, const std::string& reason, bool failed);
+  // Pool thread: the sandbox's CA (if it has secrets), policy and network.
+  Result<std::unique_ptr<net::NetworkAttachment>> AttachNetwork(isolation::Instance& inst,
+                                                                const std::shared_ptr<Sandbox>& sb,
+                                                                std::vector<net::SecretBinding> bindings,
+                                                                const std::vector<std::string>& secret_hosts);
+  void InstallTrust(const std::shared_ptr<Sandbox>& sb, CreateFn done);
   void ArmStopTimer(const std::shared_ptr<Sandbox>& sb);
 
   boost::asio::io_context& io_;
   Store& store_;
   std::unique_ptr<isolation::Backend> backend_;
+  net::NetworkService* net_ = nullptr;
   ManagerOptions opts_;
   NowMsFn now_;
   boost::asio::thread_pool pool_{2};

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "daemon/net/network.h"
 #include "daemon/core/agent_link.h"
 #include "daemon/core/config.h"
 #include "daemon/isolation/backend.h"
@@ -48,6 +49,8 @@ class Sandbox : public std::enable_shared_from_this<Sandbox> {
   SandboxState state() const { return state_; }
   std::optional<int64_t> stop_at_ms() const { return stop_at_ms_; }
   AgentLink& link() { return *link_; }
+  // The sandbox's network (null when the daemon runs without one).
+  net::NetworkAttachment* net() const { return net_.get(); }
   bool running() const { return state_ == SandboxState::kRunning; }
 
   // --- environment (envGet/envSet/envDelete/envToObject) ---
@@ -94,6 +97,7 @@ class Sandbox : public std::enable_shared_from_this<Sandbox> {
   SandboxState state_ = SandboxState::kRunning;
   std::unique_ptr<isolation::Instance> instance_;
   std::shared_ptr<AgentLink> link_;
+  std::unique_ptr<net::NetworkAttachment> net_;
   std::map<std::string, std::string> env_;
   std::map<int64_t, Proc> procs_;
   std::deque<int64_t> finished_order_;  // bounds how many exited processes we remember
