@@ -29,6 +29,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,7 +41,6 @@
 #include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
-#include <poll.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -114,7 +114,7 @@ static void Fail(const char* step, const char* fmt, ...) {
 static void EnsureStdFds(void) {
   for (int fd = 0; fd < 3; ++fd) {
     if (fcntl(fd, F_GETFD) >= 0) continue;
-    int n = open("/dev/null", O_RDWR);  // the initramfs ships /dev/null
+    int n = open("/dev/null", O_RDWR);   // the initramfs ships /dev/null
     if (n < 0) n = open("/", O_RDONLY);  // any fd will do as a placeholder
     if (n >= 0 && n != fd) {
       dup2(n, fd);
@@ -231,12 +231,18 @@ static int FindDisk(char* out, size_t cap, const char* serial) {
 static void ParseArgs(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     char* a = argv[i];
-    if (!strncmp(a, "rootfs=", 7)) g_rootfs = a + 7;
-    else if (!strncmp(a, "port=", 5)) g_port_name = a + 5;
-    else if (!strncmp(a, "root-serial=", 12)) g_root_serial = a + 12;
-    else if (!strncmp(a, "scratch-serial=", 15)) g_scratch_serial = a + 15;
-    else if (!strncmp(a, "upper=", 6)) g_upper = a + 6;
-    else if (!strncmp(a, "probe=", 6)) g_probe = a + 6;
+    if (!strncmp(a, "rootfs=", 7))
+      g_rootfs = a + 7;
+    else if (!strncmp(a, "port=", 5))
+      g_port_name = a + 5;
+    else if (!strncmp(a, "root-serial=", 12))
+      g_root_serial = a + 12;
+    else if (!strncmp(a, "scratch-serial=", 15))
+      g_scratch_serial = a + 15;
+    else if (!strncmp(a, "upper=", 6))
+      g_upper = a + 6;
+    else if (!strncmp(a, "probe=", 6))
+      g_probe = a + 6;
   }
 }
 
@@ -270,8 +276,8 @@ int main(int argc, char** argv) {
   // by now when the VM has a virtio-rng device.
   char rnd[16];
   const int crng = getrandom(rnd, sizeof rnd, GRND_NONBLOCK) == (ssize_t)sizeof rnd;
-  PortLine("hello %s init=%.3f modules=%d/%.3fs port=%s crng=%d t=%.3f\n", u.release, t_init,
-           nmod, t_mod1 - t_mod0, port, crng, t_port);
+  PortLine("hello %s init=%.3f modules=%d/%.3fs port=%s crng=%d t=%.3f\n", u.release, t_init, nmod,
+           t_mod1 - t_mod0, port, crng, t_port);
 
   // Root: read-only lower from the image disk; upper+work on the scratch disk
   // (or a tmpfs); the overlay becomes /.
