@@ -1,5 +1,6 @@
 // sandboxd: `serve` (the default) runs the daemon; `token create` mints an org
 // token. Flags are parsed here; everything else lives in the libraries.
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -97,6 +98,13 @@ int Serve(const ServeFlags& f) {
     return 1;
   }
 
+  {  // Every proxied connection costs descriptors: take all the system allows.
+    rlimit rl{};
+    if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+      rl.rlim_cur = rl.rlim_max;
+      ::setrlimit(RLIMIT_NOFILE, &rl);
+    }
+  }
   auto store = OpenStore(f.data_dir);
   if (!store) {
     std::fprintf(stderr, "sandboxd: %s\n", store.error().message.c_str());

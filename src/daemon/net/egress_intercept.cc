@@ -98,7 +98,8 @@ void StartHttpRelay(std::shared_ptr<EgressProxy::Impl> proxy, SandboxEgress sb, 
   std::memcpy(b.data(), head.data(), head.size());
   already.commit(head.size());
   auto opts = MakeRelayOptions(proxy, sb, false, "", port);
-  RunHttpRelay(AnyStream(beast::tcp_stream(std::move(down))), std::move(already), std::move(opts), [] {});
+  RunHttpRelay(AnyStream(beast::tcp_stream(std::move(down))), std::move(already), std::move(opts),
+               [slot = sb.slot] {});
 }
 
 void StartTlsIntercept(std::shared_ptr<EgressProxy::Impl> proxy, SandboxEgress sb, tcp::socket down,
@@ -135,7 +136,7 @@ void StartTlsIntercept(std::shared_ptr<EgressProxy::Impl> proxy, SandboxEgress s
           already.commit(rest);
         }
         auto opts = MakeRelayOptions(proxy, sb, true, host, port);
-        RunHttpRelay(AnyStream(std::move(*stream)), std::move(already), std::move(opts), [] {});
+        RunHttpRelay(AnyStream(std::move(*stream)), std::move(already), std::move(opts), [slot = sb.slot] {});
       });
 }
 

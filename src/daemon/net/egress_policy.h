@@ -70,6 +70,7 @@ struct EgressStats {
   std::atomic<uint64_t> requests_substituted{0};  // HTTP requests that had a secret put in
   std::atomic<uint64_t> requests_refused{0};      // refused by the HTTP relay (unsafe body, fronting, ...)
   std::atomic<uint64_t> dns_queries{0};
+  std::atomic<int64_t> open_connections{0};  // proxied connections open now
 };
 
 }  // namespace sandboxd::net

@@ -149,6 +149,11 @@ class Conn : public std::enable_shared_from_this<Conn> {
       return ResetSocket(down_);
     }
     sb_ = std::move(*found);
+    if (sb_.stats->open_connections.fetch_add(1) >= proxy_->opts.max_connections_per_sandbox) {
+      sb_.stats->open_connections--;
+      return Deny("", 0, "too many open connections (" + std::to_string(proxy_->opts.max_connections_per_sandbox) + ")");
+    }
+    sb_.slot = std::shared_ptr<void>(nullptr, [stats = sb_.stats](void*) { stats->open_connections--; });
     auto dst = proxy_->opts.original_dst ? proxy_->opts.original_dst(down_) : OriginalDst(down_);
     if (!dst) return Deny("", 0, "no original destination");
     dst_ = *dst;
@@ -214,7 +219,8 @@ class Conn : public std::enable_shared_from_this<Conn> {
       if (!r) return self->Deny(self->host_, self->dst_.port(), r.error().message);
       self->proxy_->Report({self->sb_.policy->sandbox_id(), self->host_, self->dst_.port(), true, "splice", "", 0},
                            self->sb_.stats.get());
-      Splice(std::move(self->down_), std::move(*r), std::move(self->buf_), [](const SpliceStats&) {});
+      Splice(std::move(self->down_), std::move(*r), std::move(self->buf_),
+             [slot = self->sb_.slot](const SpliceStats&) {});
     })->Start();
   }
 
@@ -251,7 +257,11 @@ void EgressProxy::Impl::Accept() {
     } else if (ec == asio::error::operation_aborted) {
       return;
     } else {
-      spdlog::warn("egress: accept: {}", ec.message());  // EMFILE and friends: keep serving
+      // EMFILE and friends: keep serving, but do not spin on a full fd table.
+      spdlog::warn("egress: accept: {}", ec.message());
+      auto t = std::make_shared<asio::steady_timer>(self->io, std::chrono::milliseconds(50));
+      t->async_wait([self, t](auto) { self->Accept(); });
+      return;
     }
     self->Accept();
   });

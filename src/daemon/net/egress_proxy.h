@@ -26,6 +26,9 @@ class NameResolver;
 struct SandboxEgress {
   std::shared_ptr<const EgressPolicy> policy;
   std::shared_ptr<EgressStats> stats;
+  // Set by the proxy on the copy a connection carries: one of the sandbox's
+  // connection slots, given back when the last copy is gone.
+  std::shared_ptr<void> slot;
 };
 // Source address of a connection or datagram → its sandbox (nullopt: not a sandbox).
 using EgressLookup = std::function<std::optional<SandboxEgress>(const boost::asio::ip::address&)>;
@@ -42,6 +45,9 @@ struct EgressEvent {
 };
 
 struct EgressProxyOptions {
+  // Proxied connections one sandbox may hold open at once; beyond, new ones
+  // are reset (each costs the daemon six file descriptors).
+  int64_t max_connections_per_sandbox = 512;
   std::chrono::milliseconds sniff_timeout{10000};    // first bytes of a connection
   std::chrono::milliseconds connect_timeout{10000};  // to the upstream
   std::shared_ptr<boost::asio::ssl::context> upstream_tls;  // verifies upstreams (system roots + test CAs)

@@ -266,6 +266,28 @@ TEST_F(EgressProxyTest, UnknownSourceIsClosed) {
   EXPECT_EQ(echo_->accepted(), 0);
 }
 
+TEST_F(EgressProxyTest, ConnectionsPerSandboxAreCapped) {
+  // The fixture's cap is the default (512); hold that many, then one more fails.
+  std::vector<int> fds;
+  std::string hello = ClientHello("allowed.test");
+  for (int i = 0; i < 512; ++i) {
+    int fd = Dial();
+    SendAll(fd, hello);
+    fds.push_back(fd);
+  }
+  for (int fd : fds) ASSERT_EQ(ReadN(fd, hello.size()), hello);  // all 512 are spliced
+  EXPECT_EQ(stats_->open_connections.load(), 512);
+  int extra = Dial();
+  (void)::send(extra, hello.data(), hello.size(), MSG_NOSIGNAL);
+  EXPECT_TRUE(EndedWithin(extra, 1000));
+  ::close(extra);
+  for (int fd : fds) ::close(fd);
+  for (int i = 0; i < 200 && stats_->open_connections.load() != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(stats_->open_connections.load(), 0) << "slots are given back when connections end";
+}
+
 TEST_F(EgressProxyTest, LargeSplicedTransfer) {
   int fd = Dial();
   std::string hello = ClientHello("allowed.test");
