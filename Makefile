@@ -42,6 +42,7 @@ test: image
 
 bench: image
 	BUILD=$(BUILD) bench/lifecycle.sh
+	$(BUILD)/bin/bench-egress
 
 clean:
 	rm -rf $(BUILD)
