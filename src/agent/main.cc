@@ -1,7 +1,10 @@
 // sandbox-agent entry point: parses the link location and runs the Agent.
 //
 //   sandbox-agent --link-fd N        (namespaces backend: a socketpair end)
-//   sandbox-agent --link-path PATH   (microVM backend: a virtio-serial port)
+//   sandbox-agent --link-path PATH   (a character device, e.g. a virtio-serial port)
+//   sandbox-agent --vm [...]         (the microVM's /init: boots the guest, then
+//                                     serves the link on its virtio-serial port;
+//                                     implied as PID 1 without a link; vm_init.h)
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -13,6 +16,7 @@
 
 #include "agent/agent.h"
 #include "agent/log.h"
+#include "agent/vm_init.h"
 
 namespace {
 
@@ -39,6 +43,7 @@ int Usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (sandboxd::agent::vm::WantsVmMode(argc, argv, getpid())) sandboxd::agent::vm::Main(argc, argv);
   int link_fd = -1;
   const char* link_path = nullptr;
   for (int i = 1; i < argc; ++i) {

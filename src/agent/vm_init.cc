@@ -1,0 +1,472 @@
+#include "agent/vm_init.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+
+#include "agent/agent.h"
+#include "agent/log.h"
+
+namespace sandboxd::agent::vm {
+namespace {
+
+// Where the pieces of the new root are mounted before the switch. The
+// initramfs (build-initramfs) has /mnt; the rest is made here.
+constexpr const char* kLower = "/mnt/lower";
+constexpr const char* kScratch = "/mnt/scratch";
+constexpr const char* kNewRoot = "/mnt/root";
+
+// Devices appear asynchronously (virtio-console ports only once the host has
+// announced them on the control queue): poll for them, in small steps, up to
+// these deadlines. Generous because a TCG guest on a loaded host is slow.
+constexpr int kPollStepMs = 2;
+constexpr int kPortTimeoutMs = 20000;
+constexpr int kDiskTimeoutMs = 20000;
+
+double NowS() {
+  timespec ts{};
+  clock_gettime(CLOCK_BOOTTIME, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+void SleepMs(int ms) {
+  timespec ts{ms / 1000, (ms % 1000) * 1000L * 1000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+// A line for the kernel log (seen on a debug console, `dmesg` in the guest)
+// and for stderr. Without a console, stderr is /dev/null.
+void Kmsg(int level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+void Kmsg(int level, const char* fmt, ...) {
+  char msg[900];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  Log("%s", msg);
+  int fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) return;
+  char line[1000];
+  int n = snprintf(line, sizeof line, "<%d>sandbox-agent: %s\n", level, msg);
+  if (n > 0) {
+    ssize_t ignored = write(fd, line, std::min<size_t>(static_cast<size_t>(n), sizeof line - 1));
+    (void)ignored;
+  }
+  close(fd);
+}
+
+// PID 1 may start with fds 0-2 closed (no console device). Fill them first,
+// so nothing opened later lands there. The initramfs ships /dev/null.
+void EnsureStdio() {
+  for (int fd = 0; fd < 3; ++fd) {
+    if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF) continue;
+    int got = open("/dev/null", O_RDWR);
+    if (got < 0) got = open("/", O_RDONLY | O_DIRECTORY);  // any fd holds the slot
+    if (got >= 0 && got != fd) close(got);                 // lower slots were open; cannot happen
+  }
+}
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() &&
+         (s.back() == ' ' || s.back() == '\t' || s.back() == '\n' || s.back() == '\r')) {
+    s.remove_suffix(1);
+  }
+  return s;
+}
+
+// Reads a small file (sysfs attributes, the module manifest).
+Result<std::string> ReadFile(const std::string& path, size_t limit = 64 * 1024) {
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return FailErrno("open " + path);
+  std::string out;
+  char buf[4096];
+  while (out.size() < limit) {
+    ssize_t n = read(fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return FailErrno("read " + path);
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+// Entry names of a directory (no "." and ".."); ENOENT if it does not exist.
+Result<std::vector<std::string>> ListDir(const std::string& dir) {
+  DIR* d = opendir(dir.c_str());
+  if (!d) return FailErrno("opendir " + dir);
+  std::vector<std::string> names;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    names.emplace_back(e->d_name);
+  }
+  closedir(d);
+  return names;
+}
+
+// Calls `find` until it succeeds or fails with something other than ENOENT,
+// or `timeout_ms` passes.
+Result<std::string> PollFor(const std::function<Result<std::string>()>& find, int timeout_ms) {
+  const double deadline = NowS() + timeout_ms / 1000.0;
+  for (;;) {
+    auto r = find();
+    if (r || r.error().code != ENOENT || NowS() > deadline) return r;
+    SleepMs(kPollStepMs);
+  }
+}
+
+Status Mkdir(const char* path, mode_t mode = 0755) {
+  if (mkdir(path, mode) != 0 && errno != EEXIST) return FailErrno(std::string("mkdir ") + path);
+  return {};
+}
+
+Status MountAt(const std::string& source, const char* target, const char* fstype,
+               unsigned long flags, const char* data) {
+  SBX_TRY(Mkdir(target));
+  if (mount(source.c_str(), target, fstype, flags, data) != 0) {
+    return FailErrno("mount " + source + " on " + target +
+                     (fstype ? std::string(" (") + fstype + ")" : ""));
+  }
+  return {};
+}
+
+Status Symlink(const char* target, const char* path) {
+  if (symlink(target, path) != 0 && errno != EEXIST)
+    return FailErrno(std::string("symlink ") + path);
+  return {};
+}
+
+// Step 3: finit_module() every module of modules.load, in its order.
+Result<int> LoadModules() {
+  utsname u{};
+  if (uname(&u) != 0) return FailErrno("uname");
+  const std::string dir = std::string("/lib/modules/") + u.release;
+  auto text = ReadFile(dir + "/modules.load");
+  if (!text) return Fail(text.error());
+  auto names = ParseModulesLoad(*text);
+  if (!names) return Fail(names.error().Wrap(dir + "/modules.load"));
+  for (const auto& name : *names) {
+    const std::string path = dir + "/" + name;
+    UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) return FailErrno("open " + path);
+    if (syscall(SYS_finit_module, fd.get(), "", 0) != 0 && errno != EEXIST) {
+      return FailErrno("finit_module " + name);
+    }
+  }
+  return static_cast<int>(names->size());
+}
+
+// Step 4: the agent port, opened once the host end is connected.
+Result<UniqueFd> OpenPort(const std::string& name) {
+  const double deadline = NowS() + kPortTimeoutMs / 1000.0;
+  auto dev =
+      PollFor([&] { return FindPortByName("/sys/class/virtio-ports", name); }, kPortTimeoutMs);
+  if (!dev) return Fail(dev.error().Wrap("virtio-serial port " + name));
+  const std::string path = "/dev/" + *dev;
+  UniqueFd fd;
+  for (;;) {  // devtmpfs may lag the sysfs entry
+    fd.Reset(open(path.c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC));
+    if (fd || errno != ENOENT || NowS() > deadline) break;
+    SleepMs(kPollStepMs);
+  }
+  if (!fd) return FailErrno("open " + path);
+  // The port reports POLLHUP (and reads return 0) until the host side is
+  // known to be connected, which the host announces asynchronously after the
+  // port appeared. The agent takes POLLHUP for "link gone", so wait for the
+  // connection first; POLLOUT is reported only once it is there.
+  for (;;) {
+    pollfd p{fd.get(), POLLOUT, 0};
+    int r = poll(&p, 1, 0);
+    if (r > 0 && (p.revents & POLLOUT)) break;
+    if (r < 0 && errno != EINTR) return FailErrno("poll " + path);
+    if (NowS() > deadline) return FailMsg(path + ": the host end never connected");
+    SleepMs(kPollStepMs);
+  }
+  return fd;
+}
+
+Result<std::string> DiskBySerial(const std::string& serial) {
+  auto dev = PollFor([&] { return FindDiskBySerial("/sys/block", serial); }, kDiskTimeoutMs);
+  if (!dev) return Fail(dev.error().Wrap("virtio-blk disk with serial " + serial));
+  return "/dev/" + *dev;
+}
+
+// Step 5: read-only root image below, scratch disk above, overlay of both.
+Status MountRoot(const Options& o) {
+  auto root_dev = DiskBySerial(o.root_serial);
+  if (!root_dev) return Fail(root_dev.error());
+  // ext4 images are built without a journal; "noload" keeps the kernel from
+  // ever replaying one on a read-only device.
+  SBX_TRY(MountAt(*root_dev, kLower, o.root_fstype.c_str(), MS_RDONLY | MS_NODEV,
+                  o.root_fstype == "ext4" ? "noload" : nullptr));
+  auto scratch_dev = DiskBySerial(o.scratch_serial);
+  if (!scratch_dev) return Fail(scratch_dev.error());
+  // The host formats the scratch image with zeroed inode tables (a sparse
+  // file reads as zeros): nothing for the lazy-init thread to do.
+  SBX_TRY(MountAt(*scratch_dev, kScratch, "ext4", MS_NODEV, "noinit_itable"));
+  SBX_TRY(Mkdir("/mnt/scratch/upper"));
+  SBX_TRY(Mkdir("/mnt/scratch/work"));
+  return MountAt("overlay", kNewRoot, "overlay", 0,
+                 "lowerdir=/mnt/lower,upperdir=/mnt/scratch/upper,workdir=/mnt/scratch/work");
+}
+
+// Step 6. The initramfs is the kernel's rootfs and cannot be pivot_root'ed
+// away: move the new root over "/" and chroot into it, after emptying the
+// initramfs so its pages (this binary's included, once it exits) go back.
+Status SwitchRoot() {
+  for (const char* m : {"/dev", "/proc", "/sys"}) {
+    const std::string target = std::string(kNewRoot) + m;
+    SBX_TRY(Mkdir(target.c_str()));
+    if (mount(m, target.c_str(), nullptr, MS_MOVE, nullptr) != 0) {
+      return FailErrno(std::string("move ") + m + " to " + target);
+    }
+  }
+  if (chdir(kNewRoot) != 0) return FailErrno(std::string("chdir ") + kNewRoot);
+  {
+    UniqueFd old_root(open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (old_root) {
+      size_t left = RemoveTreeOnSameDevice(old_root.get());
+      if (left > 0) Kmsg(6, "initramfs: %zu entries left (mount points)", left);
+    }
+  }
+  if (mount(".", "/", nullptr, MS_MOVE, nullptr) != 0) return FailErrno("move the new root to /");
+  if (chroot(".") != 0) return FailErrno("chroot");
+  if (chdir("/") != 0) return FailErrno("chdir /");
+  return {};
+}
+
+Status LoopbackUp() {
+  UniqueFd s(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!s) return FailErrno("socket");
+  ifreq ifr{};
+  std::memcpy(ifr.ifr_name, "lo", 3);
+  if (ioctl(s.get(), SIOCGIFFLAGS, &ifr) != 0) return FailErrno("SIOCGIFFLAGS lo");
+  ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP | IFF_RUNNING);
+  if (ioctl(s.get(), SIOCSIFFLAGS, &ifr) != 0) return FailErrno("SIOCSIFFLAGS lo");
+  return {};
+}
+
+// Step 7: what the namespaces backend sets up in its mount namespace.
+Status FinishEnvironment(const Options& o) {
+  SBX_TRY(MountAt("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+                  "newinstance,ptmxmode=0666,mode=0620"));
+  // devtmpfs has a /dev/ptmx node; the link makes it this devpts instance's.
+  if (unlink("/dev/ptmx") != 0 && errno != ENOENT) return FailErrno("unlink /dev/ptmx");
+  SBX_TRY(Symlink("pts/ptmx", "/dev/ptmx"));
+  SBX_TRY(MountAt("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"));
+  SBX_TRY(Symlink("/proc/self/fd", "/dev/fd"));
+  SBX_TRY(Symlink("/proc/self/fd/0", "/dev/stdin"));
+  SBX_TRY(Symlink("/proc/self/fd/1", "/dev/stdout"));
+  SBX_TRY(Symlink("/proc/self/fd/2", "/dev/stderr"));
+  if (sethostname(o.hostname.data(), o.hostname.size()) != 0) return FailErrno("sethostname");
+  return LoopbackUp();
+}
+
+size_t RemoveBelow(int dir_fd, dev_t dev, int depth) {
+  if (depth > 64) return 1;
+  int dup = fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
+  if (dup < 0) return 1;
+  DIR* d = fdopendir(dup);
+  if (!d) {
+    close(dup);
+    return 1;
+  }
+  std::vector<std::pair<std::string, bool>> entries;  // name, is a directory
+  while (dirent* e = readdir(d)) {
+    if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+    struct stat st {};
+    if (fstatat(dir_fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    // A mount point reports its mounted filesystem's device: never enter it.
+    if (S_ISDIR(st.st_mode) && st.st_dev != dev) {
+      entries.emplace_back("", false);  // counted as left
+      continue;
+    }
+    entries.emplace_back(e->d_name, S_ISDIR(st.st_mode));
+  }
+  closedir(d);
+  size_t left = 0;
+  for (const auto& [name, is_dir] : entries) {
+    if (name.empty()) {
+      ++left;
+      continue;
+    }
+    if (is_dir) {
+      UniqueFd sub(openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!sub) {
+        ++left;
+        continue;
+      }
+      left += RemoveBelow(sub.get(), dev, depth + 1);
+      if (unlinkat(dir_fd, name.c_str(), AT_REMOVEDIR) != 0) ++left;
+    } else if (unlinkat(dir_fd, name.c_str(), 0) != 0) {
+      ++left;
+    }
+  }
+  return left;
+}
+
+}  // namespace
+
+bool WantsVmMode(int argc, char** argv, pid_t pid) {
+  bool named_link = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "--vm") return true;
+    if (a.starts_with("--link-fd") || a.starts_with("--link-path")) named_link = true;
+  }
+  return pid == 1 && !named_link;
+}
+
+Result<Options> ParseArgs(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "--vm") continue;
+    if (!a.starts_with("--")) continue;  // a stray kernel word; see the header
+    auto eq = a.find('=');
+    if (eq == std::string_view::npos) return FailMsg("unknown argument " + std::string(a));
+    std::string_view key = a.substr(0, eq), value = a.substr(eq + 1);
+    if (value.empty()) return FailMsg("empty value in " + std::string(a));
+    if (key == "--port") {
+      o.port_name = value;
+    } else if (key == "--root-serial") {
+      o.root_serial = value;
+    } else if (key == "--root-fs") {
+      if (value != "erofs" && value != "ext4") return FailMsg("--root-fs must be erofs or ext4");
+      o.root_fstype = value;
+    } else if (key == "--scratch-serial") {
+      o.scratch_serial = value;
+    } else if (key == "--hostname") {
+      if (!ValidHostname(value)) return FailMsg("invalid --hostname");
+      o.hostname = value;
+    } else {
+      return FailMsg("unknown argument " + std::string(a));
+    }
+  }
+  return o;
+}
+
+Result<std::vector<std::string>> ParseModulesLoad(std::string_view text) {
+  std::vector<std::string> names;
+  while (!text.empty()) {
+    auto nl = text.find('\n');
+    std::string_view line = Trim(text.substr(0, nl));
+    text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
+    if (line.empty() || line.front() == '#') continue;
+    if (line.find('/') != std::string_view::npos || line == "." || line == "..") {
+      return FailMsg("bad module name '" + std::string(line) + "'");
+    }
+    names.emplace_back(line);
+  }
+  return names;
+}
+
+Result<std::string> FindPortByName(const std::string& class_dir, std::string_view port_name) {
+  auto entries = ListDir(class_dir);
+  if (!entries) return Fail(entries.error());
+  for (const auto& e : *entries) {
+    auto name = ReadFile(class_dir + "/" + e + "/name", 256);
+    if (name && Trim(*name) == port_name) return e;
+  }
+  return Fail(Error{ENOENT, "no port named " + std::string(port_name) + " in " + class_dir});
+}
+
+Result<std::string> FindDiskBySerial(const std::string& block_dir, std::string_view serial) {
+  auto entries = ListDir(block_dir);
+  if (!entries) return Fail(entries.error());
+  for (const auto& e : *entries) {
+    if (!e.starts_with("vd")) continue;
+    auto s = ReadFile(block_dir + "/" + e + "/serial", 256);
+    if (s && Trim(*s) == serial) return e;
+  }
+  return Fail(Error{ENOENT, "no disk with serial " + std::string(serial) + " in " + block_dir});
+}
+
+size_t RemoveTreeOnSameDevice(int dir_fd) {
+  struct stat st {};
+  if (fstat(dir_fd, &st) != 0) return 1;
+  return RemoveBelow(dir_fd, st.st_dev, 0);
+}
+
+bool ValidHostname(std::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '.';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+Result<UniqueFd> Boot(const Options& o) {
+  const double t0 = NowS();
+  SBX_TRY(MountAt("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755"));
+  SBX_TRY(MountAt("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr));
+  SBX_TRY(MountAt("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr));
+  auto modules = LoadModules();
+  if (!modules) return Fail(modules.error().Wrap("loading modules"));
+  const double t_modules = NowS();
+  auto port = OpenPort(o.port_name);
+  if (!port) return Fail(port.error().Wrap("agent port"));
+  const double t_port = NowS();
+  if (auto st = MountRoot(o); !st) return Fail(st.error().Wrap("root filesystem"));
+  if (auto st = SwitchRoot(); !st) return Fail(st.error().Wrap("switching root"));
+  if (auto st = FinishEnvironment(o); !st) return Fail(st.error().Wrap("sandbox environment"));
+  const double t_done = NowS();
+  Kmsg(6, "booted: init at %.3f s, %d modules in %.3f s, port after %.3f s, root after %.3f s", t0,
+       *modules, t_modules - t0, t_port - t0, t_done - t0);
+  return port;
+}
+
+void PowerOff() {
+  sync();
+  reboot(RB_POWER_OFF);
+  // Only reached without ACPI power-off; QEMU runs with -no-reboot and the
+  // kernel with reboot=t, so a restart request ends it too.
+  reboot(RB_AUTOBOOT);
+  for (;;) pause();
+}
+
+void Main(int argc, char** argv) {
+  EnsureStdio();
+  auto options = ParseArgs(argc, argv);
+  if (!options) {
+    Kmsg(3, "%s", options.error().message.c_str());
+    PowerOff();
+  }
+  auto link = Boot(*options);
+  if (!link) {
+    Kmsg(3, "boot failed: %s", link.error().message.c_str());
+    PowerOff();
+  }
+  auto agent = Agent::Create(std::move(*link));
+  if (!agent) {
+    Kmsg(3, "%s", agent.error().message.c_str());
+    PowerOff();
+  }
+  int status = (*agent)->Run();
+  Kmsg(6, "link closed (status %d): powering off", status);
+  // Run() has killed and reaped every process; the agent object is left
+  // alone (its workers may be stuck in the kernel) since the VM ends here.
+  (void)agent->release();
+  PowerOff();
+}
+
+}  // namespace sandboxd::agent::vm

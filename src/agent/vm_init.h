@@ -1,0 +1,93 @@
+// sandbox-agent as the init of a microVM (docs/microvm.md, "What the agent
+// must do as VM init"; tests/vm/test_init.c is the reference walk-through).
+//
+// In a VM the agent is /init of the initramfs. It makes fds 0-2 valid, mounts
+// /dev /proc /sys, loads the modules listed in modules.load, opens the
+// virtio-serial port named by the host, mounts the read-only root image with
+// an overlay whose upper layer lives on the scratch disk, switches into it,
+// finishes the sandbox's environment (devpts, /dev/shm, /dev/fd links,
+// hostname, lo), and then serves the agent link on the port exactly as
+// `--link-fd` does on a socketpair. When the link closes it powers the VM off,
+// which ends QEMU.
+//
+// The boot steps are written against a few directories given as parameters
+// (sysfs classes, the initramfs tree) so that the parts with logic in them
+// can be tested on an ordinary host; Boot() itself only runs in a guest.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/error.h"
+#include "common/fd.h"
+
+namespace sandboxd::agent::vm {
+
+// What the host tells the init, on the kernel command line after "--"
+// (the kernel hands those words to /init as argv):
+//   --vm                      VM mode (also implied as PID 1 without --link-fd)
+//   --port=NAME               the virtio-serial port carrying the link
+//   --root-serial=ID          virtio-blk serial of the read-only root image
+//   --root-fs=erofs|ext4      its filesystem
+//   --scratch-serial=ID       virtio-blk serial of the writable scratch disk
+//   --hostname=NAME
+// Every value has a default matching the microVM backend.
+struct Options {
+  std::string port_name = "sandbox.agent";
+  std::string root_serial = "root";
+  std::string root_fstype = "erofs";
+  std::string scratch_serial = "scratch";
+  std::string hostname = "sandbox";
+};
+
+// True when the agent should boot the VM: `--vm` is among the arguments, or
+// the process is PID 1 and no link was named (--link-fd / --link-path).
+bool WantsVmMode(int argc, char** argv, pid_t pid);
+
+// Parses the arguments of VM mode (see Options). Unknown words are errors
+// except the ones the kernel adds on its own (none with our command line, but
+// a word without "--" or "=" is ignored rather than fatal: a stray kernel
+// parameter must not keep the sandbox from booting).
+Result<Options> ParseArgs(int argc, char** argv);
+
+// The module file names of a modules.load manifest, in order: one a line,
+// blank lines and '#' comments skipped, surrounding blanks trimmed. A name
+// with a '/' or one that is "." / ".." is an error: the manifest names
+// files beside it.
+Result<std::vector<std::string>> ParseModulesLoad(std::string_view text);
+
+// In `class_dir` (normally /sys/class/virtio-ports), the entry whose `name`
+// file holds `port_name` (e.g. "vport2p1"); ENOENT when there is none yet.
+Result<std::string> FindPortByName(const std::string& class_dir, std::string_view port_name);
+
+// In `block_dir` (normally /sys/block), the vd* disk whose `serial` file holds
+// `serial` (e.g. "vdb"); ENOENT when there is none yet.
+Result<std::string> FindDiskBySerial(const std::string& block_dir, std::string_view serial);
+
+// Deletes everything below the directory `dir_fd` that lives on the
+// directory's own filesystem, without crossing into mounts or following
+// symlinks (what busybox switch_root does to the initramfs to give its memory
+// back). Mount points and their parents stay. Best effort: returns how many
+// entries could not be removed.
+size_t RemoveTreeOnSameDevice(int dir_fd);
+
+// A hostname the kernel accepts (1-64 bytes) made of letters, digits, '-'
+// and '.'.
+bool ValidHostname(std::string_view name);
+
+// Runs the boot steps in order and returns the link: the agent port, open,
+// with the host end connected. Only meaningful as PID 1 of a guest.
+Result<UniqueFd> Boot(const Options& options);
+
+// sync(), then ACPI power-off (QEMU exits 0); never returns.
+[[noreturn]] void PowerOff();
+
+// The whole of VM mode: Boot, serve the link with Agent, PowerOff. Every
+// failure ends in PowerOff too, after a line on /dev/kmsg (visible on a
+// debug console) naming the step.
+[[noreturn]] void Main(int argc, char** argv);
+
+}  // namespace sandboxd::agent::vm
