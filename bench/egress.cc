@@ -32,6 +32,7 @@
 #include "daemon/net/egress_proxy.h"
 #include "daemon/net/name_resolver.h"
 #include "daemon/net/sandbox_ca.h"
+#include "daemon/net/test_client_hello.h"
 #include "daemon/net/tls_contexts.h"
 
 namespace asio = boost::asio;
@@ -41,21 +42,7 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-std::string ClientHello(const char* sni) {
-  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
-  SSL* ssl = SSL_new(ctx);
-  BIO* wbio = BIO_new(BIO_s_mem());
-  SSL_set_bio(ssl, BIO_new(BIO_s_mem()), wbio);
-  SSL_set_tlsext_host_name(ssl, sni);
-  SSL_set_connect_state(ssl);
-  SSL_do_handshake(ssl);
-  char* data = nullptr;
-  long n = BIO_get_mem_data(wbio, &data);
-  std::string out(data, static_cast<size_t>(n));
-  SSL_free(ssl);
-  SSL_CTX_free(ctx);
-  return out;
-}
+std::string ClientHello(const char* sni) { return net::TestClientHello(sni); }
 
 int Dial(uint16_t port) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "daemon/net/name_resolver.h"
+#include "daemon/net/test_client_hello.h"
 
 namespace sandboxd::net {
 namespace {
@@ -25,21 +26,7 @@ namespace {
 namespace asio = boost::asio;
 using asio::ip::tcp;
 
-std::string ClientHello(const char* sni) {
-  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
-  SSL* ssl = SSL_new(ctx);
-  BIO* wbio = BIO_new(BIO_s_mem());
-  SSL_set_bio(ssl, BIO_new(BIO_s_mem()), wbio);
-  SSL_set_tlsext_host_name(ssl, sni);
-  SSL_set_connect_state(ssl);
-  SSL_do_handshake(ssl);
-  char* data = nullptr;
-  long n = BIO_get_mem_data(wbio, &data);
-  std::string out(data, static_cast<size_t>(n));
-  SSL_free(ssl);
-  SSL_CTX_free(ctx);
-  return out;
-}
+std::string ClientHello(const char* sni) { return TestClientHello(sni); }
 
 // Echoes every connection's bytes back.
 class EchoServer {

@@ -1,5 +1,7 @@
 #include "daemon/net/sniff.h"
 
+#include "daemon/net/test_client_hello.h"
+
 #include <gtest/gtest.h>
 #include <openssl/ssl.h>
 
@@ -9,24 +11,7 @@
 namespace sandboxd::net {
 namespace {
 
-// A real ClientHello, as OpenSSL's client writes it for `sni`.
-std::string ClientHello(const char* sni, bool tls13_only = false) {
-  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
-  if (tls13_only) SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
-  SSL* ssl = SSL_new(ctx);
-  BIO* rbio = BIO_new(BIO_s_mem());
-  BIO* wbio = BIO_new(BIO_s_mem());
-  SSL_set_bio(ssl, rbio, wbio);
-  if (sni) SSL_set_tlsext_host_name(ssl, sni);
-  SSL_set_connect_state(ssl);
-  SSL_do_handshake(ssl);
-  char* data = nullptr;
-  long n = BIO_get_mem_data(wbio, &data);
-  std::string out(data, static_cast<size_t>(n));
-  SSL_free(ssl);
-  SSL_CTX_free(ctx);
-  return out;
-}
+std::string ClientHello(const char* sni, bool tls13_only = false) { return TestClientHello(sni, tls13_only); }
 
 TEST(SniffTest, TlsClientHelloGivesSni) {
   auto hello = ClientHello("api.example.com");
