@@ -1,13 +1,17 @@
 // sandbox create [--memory MB] [--timeout DUR|session] [--label k=v]...
-//                [--env K=V]... [--allow-net HOST]... [--region R]
+//                [--env K=V]... [--allow-net HOST]...
+//                [--secret NAME=VALUE@HOST,... | --secret NAME@HOST,...]...
+//                [--region R]
 //
 // Prints the new sandbox id. The CLI disconnects right after creating, and a
 // "session" sandbox dies with its creating connection, so the CLI's default
 // timeout is "5m" (not the SDK's "session").
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 
 #include "cli/cli.h"
+#include "cli/net_util.h"
 #include "client/sandbox.h"
 
 namespace sandboxd::cli {
@@ -16,7 +20,7 @@ namespace {
 struct CreateArgs {
   int memory_mb = 1280;
   std::string timeout = "5m";
-  std::vector<std::string> labels, env, allow_net;
+  std::vector<std::string> labels, env, allow_net, secrets;
   std::string region;
   bool allow_net_given = false;
 };
@@ -34,6 +38,15 @@ int RunCreate(const GlobalOptions& global, const CreateArgs& args) {
   if (!env) return ReportError("create", env.error());
   options.env = std::move(*env);
   if (args.allow_net_given) options.allow_net = args.allow_net;
+  EnvLookup from_env = [](const std::string& name) -> std::optional<std::string> {
+    const char* v = std::getenv(name.c_str());
+    return v ? std::optional<std::string>(v) : std::nullopt;
+  };
+  for (const auto& item : args.secrets) {
+    auto secret = ParseSecretArg(item, from_env);
+    if (!secret) return ReportError("create", secret.error());
+    options.secrets.push_back(std::move(*secret));
+  }
   if (!args.region.empty()) options.region = args.region;
   auto sandbox = client::Sandbox::Create(*c, options);
   if (!sandbox) return ReportError("create", sandbox.error());
@@ -55,6 +68,10 @@ void RegisterCreate(CLI::App& app, Context& ctx) {
   sub->add_option("--label", args->labels, "label KEY=VALUE (repeatable)");
   sub->add_option("--env", args->env, "environment KEY=VALUE (repeatable)");
   auto* net = sub->add_option("--allow-net", args->allow_net, "allowed outbound host (repeatable)");
+  sub->add_option("--secret", args->secrets,
+                  "secret NAME=VALUE@HOST[,HOST...], or NAME@HOST[,HOST...] to take the value from $NAME "
+                  "(keeps it out of ps); inside, $NAME holds a placeholder the proxy replaces in HTTPS requests "
+                  "to HOST (repeatable)");
   sub->add_option("--region", args->region, "region the sandbox must run in");
   sub->callback([args, net, &ctx] {
     args->allow_net_given = net->count() > 0;

@@ -104,4 +104,33 @@ Result<std::int64_t> Client::Extend(std::string_view id, std::string_view durati
   return Fail(kProtocolError, "extend: response lacks stop_at_ms");
 }
 
+namespace {
+
+// Shared tail of GET/PUT .../network.
+Result<NetworkInfo> NetworkCall(const Endpoint& endpoint, const HttpRequest& req, std::chrono::milliseconds timeout,
+                                const std::string& what) {
+  auto res = HttpCall(endpoint, req, timeout);
+  if (!res) return std::unexpected(res.error().Wrap(what));
+  if (res->status / 100 != 2) return Fail(DecodeHttpError(res->status, res->body));
+  auto info = DecodeNetworkInfo(nlohmann::json::parse(res->body, nullptr, false));
+  if (!info) return std::unexpected(info.error().Wrap(what));
+  return info;
+}
+
+}  // namespace
+
+Result<NetworkInfo> Client::GetNetwork(std::string_view id) const {
+  HttpRequest req{"GET", "/api/v3/sandboxes/" + FormUrlEncode(id) + "/network", "", AuthHeaders()};
+  return NetworkCall(endpoint_, req, options_.request_timeout, "network of " + std::string(id));
+}
+
+Result<NetworkInfo> Client::SetAllowNet(std::string_view id, const std::vector<std::string>& allow_net) const {
+  nlohmann::json body = {{"allowNet", allow_net}};
+  // replace: invalid UTF-8 in a pattern must not throw; the server then
+  // refuses the (non-ASCII) pattern with its own message.
+  std::string text = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  HttpRequest req{"PUT", "/api/v3/sandboxes/" + FormUrlEncode(id) + "/network", std::move(text), AuthHeaders()};
+  return NetworkCall(endpoint_, req, options_.request_timeout, "setting allowNet of " + std::string(id));
+}
+
 }  // namespace sandboxd::client

@@ -1,6 +1,6 @@
 // Client: connection settings plus the REST calls of WIRE.md §5 (list, kill,
-// extend). Sandboxes themselves are opened with sandboxd::client::Sandbox
-// (sandbox.h).
+// extend) and sandboxd's network extension (GetNetwork, SetAllowNet).
+// Sandboxes themselves are opened with sandboxd::client::Sandbox (sandbox.h).
 //
 // Thread-safety: a Client is an immutable value after construction; all const
 // methods may be called concurrently from any thread. Each REST call opens
@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "client/error.h"
+#include "client/network.h"
 #include "client/wire.h"
 
 namespace sandboxd::client {
@@ -72,6 +73,16 @@ class Client {
   // "5m"; "session" is refused). Returns the deadline the server granted
   // (ms since the Unix epoch).
   Result<std::int64_t> Extend(std::string_view id, std::string_view duration) const;
+  // GET /api/v3/sandboxes/{id}/network (sandboxd extension): the running
+  // sandbox's allowNet list, secret names and hosts, and proxy counters.
+  // Unknown, stopped or foreign ids fail with the server's 404.
+  Result<NetworkInfo> GetNetwork(std::string_view id) const;
+  // PUT /api/v3/sandboxes/{id}/network: replaces the allowNet list (empty:
+  // only the secrets' hosts stay reachable) and returns the new state. The
+  // server validates the patterns: 400 INVALID_CONFIG names the bad entry;
+  // 409 NETWORK_DISABLED when the daemon runs with --net off. Connections
+  // already open are not cut.
+  Result<NetworkInfo> SetAllowNet(std::string_view id, const std::vector<std::string>& allow_net) const;
 
   // Headers every request carries (Authorization, X-Deno-Org).
   std::vector<std::pair<std::string, std::string>> AuthHeaders() const;

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -20,6 +21,7 @@
 #include <map>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -36,17 +38,21 @@ namespace fs = std::filesystem;
 struct CommandResult {
   int exit_code = -1;
   std::string out;
+  std::string err;
 };
 
-// Runs argv with extra env, stdin from `input` (via a pipe), capturing stdout.
+// Runs argv with extra env, stdin from `input` (via a pipe), capturing stdout
+// and stderr (read together with poll, so neither pipe can fill up and stall
+// the child).
 CommandResult RunCommand(const std::vector<std::string>& argv, const std::vector<std::string>& env = {},
                          const std::string& input = "") {
-  int out_pipe[2], in_pipe[2];
-  if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(in_pipe, O_CLOEXEC) != 0) return {};
+  int out_pipe[2], err_pipe[2], in_pipe[2];
+  if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0 || pipe2(in_pipe, O_CLOEXEC) != 0) return {};
   pid_t pid = fork();
   if (pid == 0) {
     dup2(in_pipe[0], 0);
     dup2(out_pipe[1], 1);
+    dup2(err_pipe[1], 2);
     for (const auto& e : env) putenv(const_cast<char*>(e.c_str()));
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -55,14 +61,35 @@ CommandResult RunCommand(const std::vector<std::string>& argv, const std::vector
     _exit(127);
   }
   close(out_pipe[1]);
+  close(err_pipe[1]);
   close(in_pipe[0]);
   if (!input.empty()) (void)!write(in_pipe[1], input.data(), input.size());
   close(in_pipe[1]);
   CommandResult r;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(out_pipe[0], buf, sizeof buf)) > 0) r.out.append(buf, static_cast<size_t>(n));
-  close(out_pipe[0]);
+  pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
+  std::string* sinks[2] = {&r.out, &r.err};
+  int open_fds = 2;
+  while (open_fds > 0) {
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+      char buf[4096];
+      ssize_t n = read(fds[i].fd, buf, sizeof buf);
+      if (n > 0) {
+        sinks[i]->append(buf, static_cast<size_t>(n));
+      } else if (n == 0 || errno != EINTR) {
+        close(fds[i].fd);
+        fds[i].fd = -1;  // poll ignores negative fds
+        --open_fds;
+      }
+    }
+  }
+  for (auto& f : fds) {
+    if (f.fd >= 0) close(f.fd);
+  }
   int status = 0;
   waitpid(pid, &status, 0);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -213,10 +240,12 @@ class IntegrationTest : public ::testing::Test {
     client_.emplace(*c);
   }
 
-  CommandResult Cli(std::vector<std::string> args, const std::string& input = "") {
+  CommandResult Cli(std::vector<std::string> args, const std::string& input = "",
+                    std::vector<std::string> extra_env = {}) {
     std::vector<std::string> argv = {SANDBOX_CLI_BIN, "--endpoint", Daemon::Get().endpoint()};
     argv.insert(argv.end(), args.begin(), args.end());
-    return RunCommand(argv, {"DENO_DEPLOY_TOKEN=" + Daemon::Get().token()}, input);
+    extra_env.push_back("DENO_DEPLOY_TOKEN=" + Daemon::Get().token());
+    return RunCommand(argv, extra_env, input);
   }
 
   std::optional<Client> client_;
@@ -390,6 +419,198 @@ TEST_F(IntegrationTest, UnknownSandbox) {
   EXPECT_EQ(sb.error().http_status, 404);
   EXPECT_EQ(sb.error().code, "SANDBOX_NOT_FOUND");
   EXPECT_FALSE(client_->Kill("sbx_ord_00000000000000000000").has_value());
+}
+
+// --- network (sandboxd's GET/PUT /api/v3/sandboxes/{id}/network) ---------------
+// No upstream is needed: these check what the API reports and refuses.
+
+constexpr char kUnknownId[] = "sbx_ord_00000000000000000000";
+
+std::set<std::string> SecretNames(const NetworkInfo& info) {
+  std::set<std::string> names;
+  for (const auto& s : info.secrets) names.insert(s.name);
+  return names;
+}
+
+TEST_F(IntegrationTest, NetworkCreateShowAndReplaceAllowNet) {
+  CreateOptions co;
+  co.timeout = "2m";
+  co.allow_net = std::vector<std::string>{"example.com", "*.example.org:443"};
+  co.secrets = {{"API_KEY", {"api.example.com"}, "s3cr3t-value"}};
+  auto sb = Sandbox::Create(*client_, co);
+  ASSERT_TRUE(sb.has_value()) << sb.error().ToString();
+
+  auto info = client_->GetNetwork(sb->id());
+  ASSERT_TRUE(info.has_value()) << info.error().ToString();
+  ASSERT_TRUE(info->enabled) << info->raw.dump();
+  EXPECT_FALSE(info->address.empty());
+  EXPECT_EQ(info->allow_net, (std::vector<std::string>{"example.com", "*.example.org:443"}));
+  ASSERT_EQ(info->secrets.size(), 1u);
+  EXPECT_EQ(info->secrets[0].name, "API_KEY");
+  EXPECT_EQ(info->secrets[0].hosts, std::vector<std::string>{"api.example.com"});
+  EXPECT_EQ(info->raw.dump().find("s3cr3t-value"), std::string::npos) << "the API must not return secret values";
+  // Inside, the variable holds a placeholder, never the value.
+  auto p = sb->Spawn("sh", {"-c", "printf %s \"$API_KEY\""});
+  ASSERT_TRUE(p.has_value()) << p.error().ToString();
+  ASSERT_TRUE(p->Wait().has_value());
+  std::string inside = p->TakeStdout();
+  EXPECT_FALSE(inside.empty());
+  EXPECT_EQ(inside.find("s3cr3t-value"), std::string::npos) << inside;
+
+  std::vector<std::string> next = {"a.example.net", "192.0.2.1", "[2001:db8::1]:8443", "*.b.example.net"};
+  auto set = client_->SetAllowNet(sb->id(), next);
+  ASSERT_TRUE(set.has_value()) << set.error().ToString();
+  EXPECT_EQ(set->allow_net, next);
+  EXPECT_EQ(SecretNames(*set), std::set<std::string>{"API_KEY"});  // secrets are not touched
+  auto again = client_->GetNetwork(sb->id());
+  ASSERT_TRUE(again.has_value()) << again.error().ToString();
+  EXPECT_EQ(again->allow_net, next);
+
+  // A bad pattern is refused with the server's message, and changes nothing.
+  auto bad = client_->SetAllowNet(sb->id(), {"ok.example.com", "bad host!"});
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().http_status, 400) << bad.error().ToString();
+  EXPECT_EQ(bad.error().code, "INVALID_CONFIG");
+  EXPECT_NE(bad.error().message.find("bad host!"), std::string::npos) << bad.error().message;
+  EXPECT_EQ(client_->GetNetwork(sb->id()).value_or(NetworkInfo{}).allow_net, next);
+
+  auto none = client_->SetAllowNet(sb->id(), {});
+  ASSERT_TRUE(none.has_value()) << none.error().ToString();
+  EXPECT_TRUE(none->allow_net.empty());
+  EXPECT_EQ(SecretNames(*none), std::set<std::string>{"API_KEY"});
+
+  ASSERT_TRUE(sb->Kill().has_value());
+  auto gone = client_->GetNetwork(sb->id());
+  ASSERT_FALSE(gone.has_value());
+  EXPECT_EQ(gone.error().http_status, 404) << gone.error().ToString();
+}
+
+TEST_F(IntegrationTest, NetworkUnknownSandboxAndBadCreateOptions) {
+  auto get = client_->GetNetwork(kUnknownId);
+  ASSERT_FALSE(get.has_value());
+  EXPECT_EQ(get.error().http_status, 404);
+  EXPECT_EQ(get.error().code, "SANDBOX_NOT_FOUND");
+  auto put = client_->SetAllowNet(kUnknownId, {"example.com"});
+  ASSERT_FALSE(put.has_value());
+  EXPECT_EQ(put.error().http_status, 404);
+
+  CreateOptions bad_allow;
+  bad_allow.allow_net = std::vector<std::string>{"exa mple.com"};
+  auto sb = Sandbox::Create(*client_, bad_allow);
+  ASSERT_FALSE(sb.has_value());
+  EXPECT_EQ(sb.error().http_status, 400) << sb.error().ToString();
+
+  CreateOptions bad_secret;
+  bad_secret.secrets = {{"KEY", {"*"}, "v"}};
+  auto sb2 = Sandbox::Create(*client_, bad_secret);
+  ASSERT_FALSE(sb2.has_value());
+  EXPECT_EQ(sb2.error().http_status, 400) << sb2.error().ToString();
+
+  CreateOptions twice;
+  twice.secrets = {{"KEY", {"a.example.com"}, "v"}, {"KEY", {"b.example.com"}, "w"}};
+  auto sb3 = Sandbox::Create(*client_, twice);
+  ASSERT_FALSE(sb3.has_value());
+  EXPECT_EQ(sb3.error().code, kInvalidArgument);
+}
+
+TEST_F(IntegrationTest, CliNet) {
+  // --secret NAME@HOST takes the value from the CLI's environment.
+  auto created = Cli({"create", "--timeout", "2m", "--allow-net", "example.com", "--allow-net", "*.example.org",
+                      "--secret", "GH_TOKEN@api.github.com", "--secret", "OTHER=inline-v@x.example.com,y.example.com"},
+                     "", {"GH_TOKEN=from-env-value"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  std::string id = Trim(created.out);
+  ASSERT_TRUE(IsValidSandboxId(id)) << id;
+
+  auto shown = Cli({"net", "show", id});
+  ASSERT_EQ(shown.exit_code, 0) << shown.err;
+  EXPECT_NE(shown.out.find("network:     on (address "), std::string::npos) << shown.out;
+  EXPECT_NE(shown.out.find("allow-net:   example.com\n             *.example.org\n"), std::string::npos)
+      << shown.out;
+  EXPECT_NE(shown.out.find("GH_TOKEN -> api.github.com"), std::string::npos) << shown.out;
+  EXPECT_NE(shown.out.find("OTHER -> x.example.com, y.example.com"), std::string::npos) << shown.out;
+  EXPECT_NE(shown.out.find("dns queries: "), std::string::npos) << shown.out;
+
+  auto json = Cli({"net", "show", "--json", id});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  auto obj = nlohmann::json::parse(json.out, nullptr, false);
+  ASSERT_TRUE(obj.is_object()) << json.out;
+  EXPECT_EQ(obj["enabled"], true);
+  EXPECT_EQ(obj["allowNet"], nlohmann::json({"example.com", "*.example.org"}));
+  EXPECT_EQ(obj["secrets"].size(), 2u) << json.out;
+  EXPECT_TRUE(obj["stats"].is_object()) << json.out;
+  EXPECT_EQ(json.out.find("from-env-value"), std::string::npos);
+  EXPECT_EQ(json.out.find("inline-v"), std::string::npos);
+
+  // The secret reached the server (its name is bound), the value stays out.
+  auto inside = Cli({"exec", id, "sh", "-c", "printf %s \"$GH_TOKEN\""});
+  EXPECT_EQ(inside.exit_code, 0) << inside.err;
+  EXPECT_FALSE(inside.out.empty());
+  EXPECT_EQ(inside.out.find("from-env-value"), std::string::npos) << inside.out;
+
+  auto allowed = Cli({"net", "allow", id, "a.example.net", "1.2.3.4:443", "[::1]:443"});
+  ASSERT_EQ(allowed.exit_code, 0) << allowed.err;
+  EXPECT_EQ(allowed.out, "a.example.net\n1.2.3.4:443\n[::1]:443\n");
+  auto after = client_->GetNetwork(id);
+  ASSERT_TRUE(after.has_value()) << after.error().ToString();
+  EXPECT_EQ(after->allow_net, (std::vector<std::string>{"a.example.net", "1.2.3.4:443", "[::1]:443"}));
+
+  // A bad pattern: non-zero exit, the server's message on stderr, no change.
+  auto bad = Cli({"net", "allow", id, "good.example.com", "bad_host!"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("sandbox: net allow " + id + ": "), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("bad_host!"), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("status: 400, code: INVALID_CONFIG"), std::string::npos) << bad.err;
+  EXPECT_EQ(bad.out, "");
+  EXPECT_EQ(client_->GetNetwork(id).value_or(NetworkInfo{}).allow_net.size(), 3u);
+
+  // Neither hosts nor --none: refused before any request; both: a usage error.
+  auto nothing = Cli({"net", "allow", id});
+  EXPECT_EQ(nothing.exit_code, 1);
+  EXPECT_NE(nothing.err.find("--none"), std::string::npos) << nothing.err;
+  EXPECT_NE(Cli({"net", "allow", id, "--none", "a.example.net"}).exit_code, 0);
+  EXPECT_EQ(client_->GetNetwork(id).value_or(NetworkInfo{}).allow_net.size(), 3u);
+
+  auto none = Cli({"net", "allow", id, "--none"});
+  ASSERT_EQ(none.exit_code, 0) << none.err;
+  EXPECT_EQ(none.out, "");
+  auto empty = Cli({"net", "show", id});
+  EXPECT_NE(empty.out.find("allow-net:   (none)\n"), std::string::npos) << empty.out;
+  auto none_json = Cli({"net", "allow", "--json", id, "--none"});
+  ASSERT_EQ(none_json.exit_code, 0) << none_json.err;
+  EXPECT_EQ(nlohmann::json::parse(none_json.out, nullptr, false)["allowNet"], nlohmann::json::array());
+
+  // Unknown ids: the server's 404.
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"net", "show", kUnknownId},
+                                               std::vector<std::string>{"net", "allow", kUnknownId, "example.com"}}) {
+    auto r = Cli(args);
+    EXPECT_EQ(r.exit_code, 1) << args[1];
+    EXPECT_NE(r.err.find(std::string(kUnknownId) + ": "), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("status: 404, code: SANDBOX_NOT_FOUND"), std::string::npos) << r.err;
+  }
+
+  EXPECT_EQ(Cli({"kill", id}).exit_code, 0);
+  EXPECT_EQ(Cli({"net", "show", id}).exit_code, 1);
+}
+
+TEST_F(IntegrationTest, CliCreateRefusesBadNetworkOptions) {
+  // A secret taken from an unset variable: refused locally, before any request.
+  auto unset = Cli({"create", "--secret", "SBX_IT_SURELY_UNSET@api.example.com"});
+  EXPECT_EQ(unset.exit_code, 1);
+  EXPECT_NE(unset.err.find("SBX_IT_SURELY_UNSET is not set"), std::string::npos) << unset.err;
+  EXPECT_EQ(unset.out, "");
+  auto no_hosts = Cli({"create", "--secret", "KEY=hunter2"});
+  EXPECT_EQ(no_hosts.exit_code, 1);
+  EXPECT_EQ(no_hosts.err.find("hunter2"), std::string::npos) << no_hosts.err;
+  // Bad patterns: the server's message.
+  auto bad_allow = Cli({"create", "--allow-net", "bad_host!"});
+  EXPECT_EQ(bad_allow.exit_code, 1);
+  EXPECT_NE(bad_allow.err.find("bad_host!"), std::string::npos) << bad_allow.err;
+  EXPECT_NE(bad_allow.err.find("status: 400"), std::string::npos) << bad_allow.err;
+  auto bad_secret_host = Cli({"create", "--secret", "KEY=v@bad_host!"});
+  EXPECT_EQ(bad_secret_host.exit_code, 1);
+  EXPECT_NE(bad_secret_host.err.find("bad_host!"), std::string::npos) << bad_secret_host.err;
+  EXPECT_EQ(bad_secret_host.out, "");
 }
 
 // --- filesystem ---------------------------------------------------------------

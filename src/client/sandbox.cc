@@ -633,6 +633,15 @@ Result<Sandbox> Sandbox::Create(const Client& client, const CreateOptions& optio
   config.memory_mb = options.memory_mb;
   config.labels = options.labels;
   config.allow_net = options.allow_net;
+  for (size_t i = 0; i < options.secrets.size(); ++i) {
+    for (size_t k = 0; k < i; ++k) {
+      // The header is a JSON object: a repeated name would silently keep one value.
+      if (options.secrets[k].name == options.secrets[i].name) {
+        return Fail(kInvalidArgument, "secret " + options.secrets[i].name + " is given more than once");
+      }
+    }
+  }
+  config.secrets = options.secrets;
   config.region = options.region;
   auto header = EncodeConfigHeader(BuildConfigJson(config));
   if (!header) return std::unexpected(header.error());

@@ -39,6 +39,9 @@ struct CreateOptions {
   std::vector<std::pair<std::string, std::string>> env;
   // Outbound allowlist; nullopt = not sent (server default: no access).
   std::optional<std::vector<std::string>> allow_net;
+  // Secrets substituted by the server's egress proxy (Secret in wire.h). Their
+  // hosts become reachable too. Names must be unique (else INVALID_ARGUMENT).
+  std::vector<Secret> secrets;
   // sandboxd extension: the region the sandbox must run in.
   std::optional<std::string> region;
 };

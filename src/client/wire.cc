@@ -151,6 +151,11 @@ std::string BuildConfigJson(const SandboxConfig& config) {
   }
   j["volumes"] = nlohmann::ordered_json::array();
   if (config.allow_net) j["allow_net"] = *config.allow_net;
+  if (!config.secrets.empty()) {
+    nlohmann::ordered_json secrets = nlohmann::ordered_json::object();
+    for (const auto& s : config.secrets) secrets[s.name] = {{"hosts", s.hosts}, {"value", s.value}};
+    j["secrets"] = std::move(secrets);
+  }
   if (config.region) j["region"] = *config.region;
   // ensure_ascii=false: non-ASCII stays UTF-8 here and becomes Latin-1 below,
   // exactly like JSON.stringify + btoa.

@@ -47,15 +47,26 @@ Result<std::chrono::milliseconds> ParseDuration(std::string_view text);
 Result<std::optional<std::chrono::milliseconds>> ParseTimeout(std::string_view text);
 
 // --- §1.4 config header ---------------------------------------------------------
+// A secret for the egress proxy: inside the sandbox, environment variable
+// `name` holds a placeholder that the proxy replaces with `value` in HTTPS
+// requests to `hosts` (allowNet patterns). The value is never sent back.
+struct Secret {
+  std::string name;
+  std::vector<std::string> hosts;
+  std::string value;
+};
+
 struct SandboxConfig {
   std::optional<std::int64_t> stop_at_ms;
   int memory_mb = 1280;
   Labels labels;  // omitted when empty
   std::optional<std::vector<std::string>> allow_net;
+  std::vector<Secret> secrets;        // omitted when empty; names must be unique
   std::optional<std::string> region;  // sandboxd extension, emitted last
 };
 // The JSON text in the SDK's key order: stop_at_ms, memory_mb, labels,
-// volumes ([] always), allow_net, then our extension region.
+// volumes ([] always), allow_net, secrets ({NAME: {hosts, value}} in the
+// given order), then our extension region.
 std::string BuildConfigJson(const SandboxConfig& config);
 // base64(Latin-1(json)). Characters above U+00FF cannot be encoded (the SDK's
 // btoa throws too) → INVALID_ARGUMENT; invalid UTF-8 likewise.

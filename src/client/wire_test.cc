@@ -44,6 +44,17 @@ TEST(ConfigHeader, EmptyAllowNetIsSent) {
   EXPECT_EQ(BuildConfigJson(c), R"({"memory_mb":1280,"volumes":[],"allow_net":[]})");
 }
 
+TEST(ConfigHeader, SecretsFollowAllowNetInGivenOrder) {
+  SandboxConfig c;
+  c.allow_net = std::vector<std::string>{"example.com"};
+  c.secrets = {{"Z_KEY", {"api.example.com", "*.example.org"}, "s3cr3t"}, {"A_KEY", {"x.example"}, ""}};
+  c.region = "ams";
+  EXPECT_EQ(BuildConfigJson(c),
+            R"({"memory_mb":1280,"volumes":[],"allow_net":["example.com"],)"
+            R"("secrets":{"Z_KEY":{"hosts":["api.example.com","*.example.org"],"value":"s3cr3t"},)"
+            R"("A_KEY":{"hosts":["x.example"],"value":""}},"region":"ams"})");
+}
+
 TEST(ConfigHeader, Latin1Encoding) {
   SandboxConfig c;
   c.labels = {{"app", "t\xC3\xA9st"}};  // "tést" in UTF-8
