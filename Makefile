@@ -4,6 +4,8 @@ BUILD ?= build
 CMAKE_FLAGS ?=
 DATA_DIR ?= /var/lib/sandboxd
 LISTEN ?= 127.0.0.1:8080
+# exposeHttp URLs are https://<sandbox>-<port>.localhost:8443 (local CA in DATA_DIR)
+INGRESS ?= 127.0.0.1:8443
 ifeq ($(CI),true)
   CMAKE_FLAGS += -DSANDBOXD_WERROR=ON
 endif
@@ -35,7 +37,7 @@ run: image
 	  echo "  export DENO_DEPLOY_ENDPOINT=http://$$host"; \
 	  echo "  export DENO_DEPLOY_TOKEN=$$token"; \
 	  echo
-	exec $(BUILD)/bin/sandboxd serve --listen $(LISTEN) --data-dir $(DATA_DIR)
+	exec $(BUILD)/bin/sandboxd serve --listen $(LISTEN) --data-dir $(DATA_DIR) --ingress-listen $(INGRESS)
 
 test: image
 	@scripts/run-tests $(BUILD)

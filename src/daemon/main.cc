@@ -17,6 +17,7 @@
 #include "daemon/core/ids.h"
 #include "daemon/core/manager.h"
 #include "daemon/core/store.h"
+#include "daemon/ingress/daemon_ingress.h"
 #include "daemon/isolation/namespaces/namespaces_backend.h"
 #include "daemon/net/network.h"
 
@@ -55,6 +56,7 @@ struct ServeFlags {
   std::string egress_hosts_file;  // test only
   bool egress_hosts_only = false;  // test only
   std::vector<std::string> egress_extra_ca;  // test only
+  ingress::IngressFlags ingress;  // exposeHttp
 };
 
 int Serve(const ServeFlags& f) {
@@ -166,10 +168,25 @@ int Serve(const ServeFlags& f) {
     return 2;
   }
 
+  // Declared before the loop: lookups the ingress queued on the loop hold
+  // the ingress's executors, so the loop must drop them first.
+  std::unique_ptr<ingress::IngressServer> ingress_server;
+  std::string ingress_url, ingress_ca;
   boost::asio::io_context io(1);
   core::Manager mgr(io, **store, std::move(*backend), opts);
   mgr.SetNetwork(network.get());
   api::HttpServer server(io, mgr, **store);
+  if (!f.ingress.listen.empty()) {
+    auto ig = ingress::StartDaemonIngress(f.ingress, f.data_dir, io, mgr);
+    if (!ig) {
+      std::fprintf(stderr, "sandboxd: %s\n", ig.error().message.c_str());
+      return 1;
+    }
+    server.SetIngressNaming(ig->naming);
+    ingress_url = ig->url;
+    ingress_ca = ig->ca_path;
+    ingress_server = std::move(ig->server);
+  }
   auto ep = server.Listen(host, static_cast<uint16_t>(port));
   if (!ep) {
     std::fprintf(stderr, "sandboxd: %s\n", ep.error().message.c_str());
@@ -177,6 +194,10 @@ int Serve(const ServeFlags& f) {
   }
   std::string addr = ep->address().is_v6() ? "[" + ep->address().to_string() + "]" : ep->address().to_string();
   std::printf("sandboxd listening on http://%s:%u\n", addr.c_str(), ep->port());
+  if (ingress_server) {
+    std::printf("sandboxd ingress on %s\n", ingress_url.c_str());
+    if (!ingress_ca.empty()) std::printf("sandboxd ingress CA certificate: %s\n", ingress_ca.c_str());
+  }
   std::fflush(stdout);
   spdlog::info("region {}, isolation namespaces, data dir {}, network {}", f.region, f.data_dir,
                network ? f.net_range : std::string("off"));
@@ -186,6 +207,7 @@ int Serve(const ServeFlags& f) {
     if (ec) return;
     spdlog::info("signal {}: stopping every sandbox", sig);
     server.Stop();
+    if (ingress_server) ingress_server->Stop();
     mgr.Shutdown([&io] { io.stop(); });
   });
   io.run();
@@ -218,6 +240,19 @@ int main(int argc, char** argv) {
     c->add_flag("--egress-hosts-only", f.egress_hosts_only,
                 "TEST ONLY: names not in --egress-hosts-file do not exist");
     c->add_option("--egress-extra-ca", f.egress_extra_ca, "TEST ONLY: extra CA file trusted for upstreams");
+    c->add_option("--ingress-listen", f.ingress.listen,
+                  "HOST:PORT of the HTTP ingress for exposeHttp (port 0 picks a free one; default: none)");
+    c->add_option("--ingress-domain", f.ingress.domain, "exposed services are <sandbox>-<port>.DOMAIN");
+    c->add_option("--ingress-tls", f.ingress.tls,
+                  "local-ca (a CA created once in the data dir) | off; --ingress-tls-cert wins");
+    c->add_option("--ingress-tls-cert", f.ingress.tls_cert, "PEM certificate chain for the ingress");
+    c->add_option("--ingress-tls-key", f.ingress.tls_key, "PEM key of --ingress-tls-cert");
+    c->add_option("--ingress-public-port", f.ingress.public_port,
+                  "port in exposed URLs (default: the bound one; 443 is left out)");
+    c->add_option("--ingress-connect-timeout", f.ingress.connect_timeout,
+                  "connecting to an exposed port (then 502), e.g. 5s");
+    c->add_option("--ingress-response-timeout", f.ingress.response_timeout,
+                  "waiting for an exposed service's response head (then 504), e.g. 60s");
   };
   auto* serve = app.add_subcommand("serve", "run the daemon (the default)");
   add_serve_flags(serve);

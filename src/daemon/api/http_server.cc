@@ -10,6 +10,7 @@
 #include "daemon/api/wire.h"
 #include "daemon/api/ws_session.h"
 #include "daemon/core/ids.h"
+#include "daemon/ingress/expose_api.h"
 
 namespace sandboxd::api {
 
@@ -99,8 +100,9 @@ std::vector<std::string_view> Segments(std::string_view path) {
 
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
-  HttpSession(tcp::socket s, core::Manager& mgr, Authenticator& auth)
-      : stream_(std::move(s)), mgr_(mgr), auth_(auth) {}
+  HttpSession(tcp::socket s, core::Manager& mgr, Authenticator& auth,
+              const std::optional<ingress::Naming>& ingress_naming)
+      : stream_(std::move(s)), mgr_(mgr), auth_(auth), ingress_naming_(ingress_naming) {}
 
   void Run() { ReadRequest(); }
 
@@ -238,6 +240,17 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       }
       return SendError({405, "METHOD_NOT_ALLOWED", "use DELETE or PATCH"}, keep);
     }
+    // POST /api/v3/sandbox/{id}/expose/http (WIRE.md §5.1); the RPC exposeHttp follows.
+    if (segs.size() == 6 && segs[1] == "v3" && (segs[2] == "sandbox" || segs[2] == "sandboxes") &&
+        segs[4] == "expose" && segs[5] == "http") {
+      if (req.method() != http::verb::post) return SendError({405, "METHOD_NOT_ALLOWED", "use POST"}, keep);
+      auto sb = mgr_.FindRunning(*org, std::string(segs[3]));
+      if (!sb) return SendError(sb.error(), keep);
+      auto r = ingress::ExposeHttpRest((*sb)->exposures(), (*sb)->id(), (*sb)->init_pid(), ingress_naming_,
+                                       req.body());
+      if (!r) return SendError(r.error(), keep);
+      return SendJson(http::status::ok, r->dump(), keep);
+    }
     // Our own extension: /api/v3/sandboxes/{id}/network — the egress policy
     // of a running sandbox (GET) and replacing its allowNet list (PUT).
     if (segs.size() == 5 && segs[1] == "v3" && (segs[2] == "sandbox" || segs[2] == "sandboxes") &&
@@ -329,6 +342,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   beast::tcp_stream stream_;
   core::Manager& mgr_;
   Authenticator& auth_;
+  const std::optional<ingress::Naming>& ingress_naming_;
   beast::flat_buffer buf_;
   std::optional<http::request_parser<http::string_body>> parser_;
 };
@@ -363,7 +377,7 @@ void HttpServer::AcceptNext() {
     if (!ec) {
       boost::system::error_code ignored;
       s.set_option(tcp::no_delay(true), ignored);
-      std::make_shared<HttpSession>(std::move(s), mgr_, auth_)->Run();
+      std::make_shared<HttpSession>(std::move(s), mgr_, auth_, ingress_naming_)->Run();
     }
     AcceptNext();
   });

@@ -11,6 +11,7 @@
 
 #include "daemon/core/manager.h"
 #include "daemon/core/store.h"
+#include "daemon/ingress/exposure.h"
 
 namespace sandboxd::api {
 
@@ -33,6 +34,10 @@ class HttpServer {
   Result<boost::asio::ip::tcp::endpoint> Listen(const std::string& host, uint16_t port);
   void Stop();
 
+  // How POST /api/v3/sandbox/{id}/expose/http names exposed services; unset
+  // (no ingress), it answers 409 INGRESS_DISABLED. Set before Listen.
+  void SetIngressNaming(ingress::Naming n) { ingress_naming_ = std::move(n); }
+
  private:
   void AcceptNext();
 
@@ -40,6 +45,7 @@ class HttpServer {
   core::Manager& mgr_;
   Authenticator auth_;
   boost::asio::ip::tcp::acceptor acceptor_;
+  std::optional<ingress::Naming> ingress_naming_;
 };
 
 }  // namespace sandboxd::api

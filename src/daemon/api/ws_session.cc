@@ -11,6 +11,7 @@
 #include "common/base64.h"
 #include "common/signals.h"
 #include "daemon/core/config.h"
+#include "daemon/ingress/expose_api.h"
 
 namespace sandboxd::api {
 
@@ -157,6 +158,14 @@ void WsSession::HandleRequest(int64_t id, const std::string& method, const json&
       }
     }
     return ReplyOk(id, nullptr);  // also for unknown or finished operations (WIRE.md §4.1)
+  }
+  if (method == "exposeHttp") {  // second step of sandbox.exposeHttp (WIRE.md §4.7)
+    if (!sb_->running()) return ReplyAppError(id, ErrorObject("Error", "", "the sandbox is stopping"));
+    auto r = ingress::ExposeHttpRpc(sb_->exposures(), sb_->id(), sb_->init_pid(), p);
+    if (r) return ReplyOk(id, nullptr);
+    if (r.error().invalid_params) return ReplyRpcError(id, -32602, r.error().message);
+    return ReplyAppError(id, r.error().err ? ErrorObjectFromErrno(r.error().err, r.error().message)
+                                           : ErrorObject("Error", "", r.error().message));
   }
   auto it = kMethods.find(method);
   if (it != kMethods.end()) {

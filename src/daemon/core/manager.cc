@@ -276,6 +276,12 @@ ApiResult<std::shared_ptr<Sandbox>> Manager::FindRunning(const std::string& org,
   return it->second;
 }
 
+std::shared_ptr<Sandbox> Manager::FindRunningAnyOrg(const std::string& id) const {
+  auto it = live_.find(id);
+  if (it == live_.end() || !it->second->running()) return nullptr;
+  return it->second;
+}
+
 ApiResult<void> Manager::Kill(const std::string& org, const std::string& id, const std::string& reason) {
   auto it = live_.find(id);
   if (it != live_.end() && it->second->org() == org) {

@@ -54,6 +54,9 @@ class Manager {
 
   // A running sandbox of `org`; 404 for unknown, stopped or foreign ids.
   ApiResult<std::shared_ptr<Sandbox>> FindRunning(const std::string& org, const std::string& id);
+  // A running sandbox of any org, or null: for the ingress, which routes by
+  // sandbox id alone (an exposed URL is public, WIRE.md §5.1).
+  std::shared_ptr<Sandbox> FindRunningAnyOrg(const std::string& id) const;
 
   // Starts stopping the sandbox (clients are disconnected at once; teardown
   // continues in the background). Unknown → 404; already stopped → ok.

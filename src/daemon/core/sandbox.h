@@ -17,6 +17,7 @@
 #include "daemon/net/network.h"
 #include "daemon/core/agent_link.h"
 #include "daemon/core/config.h"
+#include "daemon/ingress/exposure.h"
 #include "daemon/isolation/backend.h"
 
 namespace sandboxd::core {
@@ -52,6 +53,11 @@ class Sandbox : public std::enable_shared_from_this<Sandbox> {
   // The sandbox's network (null when the daemon runs without one).
   net::NetworkAttachment* net() const { return net_.get(); }
   bool running() const { return state_ == SandboxState::kRunning; }
+  // What exposeHttp exposed; the ingress routes only to running sandboxes,
+  // so exposure ends with the sandbox.
+  ingress::ExposureSet& exposures() { return exposures_; }
+  // Host pid of the sandbox's PID 1 while it runs, else 0.
+  pid_t init_pid() const { return instance_ ? instance_->InitPid() : 0; }
 
   // --- environment (envGet/envSet/envDelete/envToObject) ---
   std::map<std::string, std::string>& env() { return env_; }
@@ -98,6 +104,7 @@ class Sandbox : public std::enable_shared_from_this<Sandbox> {
   std::unique_ptr<isolation::Instance> instance_;
   std::shared_ptr<AgentLink> link_;
   std::unique_ptr<net::NetworkAttachment> net_;
+  ingress::ExposureSet exposures_;
   std::map<std::string, std::string> env_;
   std::map<int64_t, Proc> procs_;
   std::deque<int64_t> finished_order_;  // bounds how many exited processes we remember
