@@ -80,6 +80,11 @@ export class Daemon {
     this.logPath = null;
     this.url = null;
     this.port = null;
+    // With --ingress-listen: "sandboxd ingress on http(s)://HOST:PORT" and, with the
+    // local CA, "sandboxd ingress CA certificate: PATH".
+    this.ingressUrl = null;
+    this.ingressPort = null;
+    this.ingressCa = null;
     this.proc = null;
     this.tokens = {};
     this.exited = null; // promise resolving to {code, signal}
@@ -122,7 +127,8 @@ export class Daemon {
       const onData = (chunk) => {
         buf += chunk.toString("utf8");
         const m = /sandboxd listening on (http:\/\/127\.0\.0\.1:(\d+))/.exec(buf);
-        if (m) {
+        const ingressOk = this.parseIngress(buf, extraArgs);
+        if (m && ingressOk) {
           clearTimeout(timer);
           this.port = Number(m[2]);
           resolve(m[1]);
@@ -141,6 +147,18 @@ export class Daemon {
     // Keep draining stdout so the daemon never blocks on a full pipe.
     this.proc.stdout.on("data", () => {});
     return this;
+  }
+
+  /** Reads the ingress lines from the daemon's stdout so far; true once all expected ones are there. */
+  parseIngress(buf, extraArgs) {
+    if (!extraArgs.includes("--ingress-listen")) return true;
+    const m = /sandboxd ingress on ((https?):\/\/[^\s]+:(\d+))\n/.exec(buf);
+    if (!m) return false;
+    this.ingressUrl = m[1];
+    this.ingressPort = Number(m[3]);
+    const ca = /sandboxd ingress CA certificate: (\S+)\n/.exec(buf);
+    if (ca) this.ingressCa = ca[1];
+    return m[2] === "http" || extraArgs.includes("--ingress-tls-cert") || !!ca;
   }
 
   /** Creates an org token with the CLI; the token is the last non-empty line of stdout. */
