@@ -1,5 +1,6 @@
 # sandboxd — the two commands: `make run` and `make test`.
-# Both install what is missing (scripts/setup), build, and build the base image.
+# Both install what is missing (scripts/setup), build, and build the base image
+# (and the microVM images).
 BUILD ?= build
 CMAKE_FLAGS ?=
 DATA_DIR ?= /var/lib/sandboxd
@@ -24,8 +25,12 @@ build: setup $(BUILD)/build.ninja
 	cmake -S . -B $(BUILD) -G Ninja $(CMAKE_FLAGS) >/dev/null
 	ninja -C $(BUILD)
 
+# The base image, and the microVM backend's kernel, initramfs and root disk
+# from it (the kernel comes from Debian's archive, cached in
+# /var/cache/sandboxd/kernel; docs/microvm.md).
 image: build
 	scripts/build-image $(BUILD)/image/rootfs
+	scripts/vm/build-all $(BUILD)/image/vm --agent $(BUILD)/bin/sandbox-agent --rootfs $(BUILD)/image/rootfs
 
 # Starts the server on its embedded defaults and prints what to paste into a
 # shell for the official SDK (a fresh token for org "default" on every run).

@@ -57,6 +57,14 @@ std::unique_ptr<AgentUnderTest> AgentUnderTest::Start(const std::string& binary)
   return agent;
 }
 
+std::unique_ptr<AgentUnderTest> AgentUnderTest::Attach(UniqueFd link) {
+  std::unique_ptr<AgentUnderTest> agent(new AgentUnderTest());
+  int fl = fcntl(link.get(), F_GETFL);
+  fcntl(link.get(), F_SETFL, fl | O_NONBLOCK);
+  agent->link_ = std::move(link);
+  return agent;
+}
+
 AgentUnderTest::~AgentUnderTest() {
   CloseLink();
   if (pid_ > 0 && !WaitExit(Ms(3000))) {

@@ -46,6 +46,9 @@ class AgentUnderTest {
 
   // Starts `binary`; nullptr (with a message on stderr) on failure.
   static std::unique_ptr<AgentUnderTest> Start(const std::string& binary);
+  // Plays the daemon's side on an agent link that is already there (e.g. a
+  // sandbox backend's TakeLinkFd()); pid() is then -1 and nothing is reaped.
+  static std::unique_ptr<AgentUnderTest> Attach(UniqueFd link);
   ~AgentUnderTest();  // closes the link, then kills and reaps the agent if needed
 
   pid_t pid() const { return pid_; }
