@@ -19,6 +19,7 @@
 #include "daemon/core/store.h"
 #include "daemon/ingress/daemon_ingress.h"
 #include "daemon/isolation/namespaces/namespaces_backend.h"
+#include "daemon/isolation/select_backend.h"
 #include "daemon/net/network.h"
 
 namespace fs = std::filesystem;
@@ -47,6 +48,8 @@ struct ServeFlags {
   std::string isolation = "auto";
   std::string image;
   std::string agent;
+  std::string vm_kernel, vm_initrd, vm_rootfs;  // microvm; default: ../image/vm/ beside the binary
+  bool vm_debug_console = false;
   int session_grace_ms = 1000;
   size_t max_sandboxes = 256;
   std::string max_lifetime;
@@ -66,8 +69,8 @@ int Serve(const ServeFlags& f) {
     std::fprintf(stderr, "sandboxd: --region must be three lower-case letters (got '%s')\n", f.region.c_str());
     return 2;
   }
-  if (f.isolation != "auto" && f.isolation != "namespaces") {
-    std::fprintf(stderr, "sandboxd: --isolation %s is not available (supported: auto, namespaces)\n",
+  if (f.isolation != "auto" && f.isolation != "namespaces" && f.isolation != "microvm") {
+    std::fprintf(stderr, "sandboxd: --isolation %s is not available (supported: auto, namespaces, microvm)\n",
                  f.isolation.c_str());
     return 2;
   }
@@ -135,11 +138,23 @@ int Serve(const ServeFlags& f) {
                  ns.rootfs_dir.c_str(), ns.rootfs_dir.c_str());
     return 1;
   }
-  auto backend = isolation::MakeNamespacesBackend(ns);
+  // The microVM backend boots scripts/vm/build-all's files and shares the
+  // state dir and cgroup parent (each backend reaps what the other left).
+  isolation::MicroVmConfig vm;
+  const std::string vm_dir = exe_dir + "/../image/vm";
+  vm.kernel = f.vm_kernel.empty() ? vm_dir + "/vmlinux" : f.vm_kernel;
+  vm.initrd = f.vm_initrd.empty() ? vm_dir + "/initrd" : f.vm_initrd;
+  vm.rootfs_image = f.vm_rootfs.empty() ? vm_dir + "/rootfs.erofs" : f.vm_rootfs;
+  vm.state_dir = ns.state_dir;
+  vm.scratch_template = f.data_dir + "/vm/scratch.img";
+  vm.cgroup_parent = ns.cgroup_parent;
+  vm.debug_console = f.vm_debug_console;
+  auto backend = isolation::MakeBackend(f.isolation, ns, vm);
   if (!backend) {
-    std::fprintf(stderr, "sandboxd: namespaces backend: %s\n", backend.error().message.c_str());
+    std::fprintf(stderr, "sandboxd: isolation %s: %s\n", f.isolation.c_str(), backend.error().message.c_str());
     return 1;
   }
+  const std::string isolation_name((*backend)->Name());
   (*backend)->ReapStale();
 
   // Outbound networking: one veth per sandbox, the firewall table, the
@@ -199,7 +214,7 @@ int Serve(const ServeFlags& f) {
     if (!ingress_ca.empty()) std::printf("sandboxd ingress CA certificate: %s\n", ingress_ca.c_str());
   }
   std::fflush(stdout);
-  spdlog::info("region {}, isolation namespaces, data dir {}, network {}", f.region, f.data_dir,
+  spdlog::info("region {}, isolation {}, data dir {}, network {}", f.region, isolation_name, f.data_dir,
                network ? f.net_range : std::string("off"));
 
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
@@ -226,9 +241,15 @@ int main(int argc, char** argv) {
     c->add_option("--listen", f.listen, "HOST:PORT to serve the API on (port 0 picks a free one)");
     c->add_option("--data-dir", f.data_dir, "state: SQLite store, per-sandbox writable layers");
     c->add_option("--region", f.region, "the region this daemon serves (three lower-case letters)");
-    c->add_option("--isolation", f.isolation, "auto | namespaces");
+    c->add_option("--isolation", f.isolation,
+                  "auto (microvm where a probe VM boots under KVM, else namespaces) | namespaces | microvm");
     c->add_option("--image", f.image, "base root filesystem (default: ../image/rootfs beside the binary)");
     c->add_option("--agent", f.agent, "static sandbox-agent binary (default: beside sandboxd)");
+    c->add_option("--vm-kernel", f.vm_kernel, "microvm: guest kernel (default: ../image/vm/vmlinux beside the binary)");
+    c->add_option("--vm-initrd", f.vm_initrd, "microvm: initramfs with the agent (default: ../image/vm/initrd)");
+    c->add_option("--vm-rootfs", f.vm_rootfs, "microvm: read-only root image (default: ../image/vm/rootfs.erofs)");
+    c->add_flag("--vm-debug-console", f.vm_debug_console,
+                "microvm: the guest's console into <data-dir>/sandboxes/<id>/qemu.log (removed with the sandbox)");
     c->add_option("--session-grace-ms", f.session_grace_ms, "how long a session sandbox outlives its last client");
     c->add_option("--max-sandboxes", f.max_sandboxes, "live sandboxes before create answers 503");
     c->add_option("--max-lifetime", f.max_lifetime, "cap on a timed sandbox's lifetime, e.g. 2h (default: none)");

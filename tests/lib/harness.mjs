@@ -17,6 +17,8 @@ import { before, after, test } from "node:test";
 import { Sandbox, Client } from "@deno/sandbox";
 
 export const SANDBOXD_BIN = process.env.SANDBOXD_BIN ?? "/work/main/build/bin/sandboxd";
+/** SANDBOXD_ISOLATION=microvm|namespaces runs every daemon with that --isolation (default: the daemon's auto). */
+export const ISOLATION = process.env.SANDBOXD_ISOLATION || null;
 /** Every harness data dir starts with this; the leak suite looks for leftovers. */
 export const TMP_PREFIX = "sbxd-test-";
 
@@ -109,6 +111,7 @@ export class Daemon {
     // random /22 in 10.128.0.0/9 (kept across restarts of this daemon).
     if (!this.netRange) this.netRange = randomNetRange();
     const netArgs = extraArgs.includes("--net-range") ? [] : ["--net-range", this.netRange];
+    if (ISOLATION && !extraArgs.includes("--isolation")) netArgs.push("--isolation", ISOLATION);
     this.proc = spawn(SANDBOXD_BIN, ["serve", "--listen", "127.0.0.1:0", "--data-dir", this.dataDir, ...netArgs, ...extraArgs], {
       stdio: ["ignore", "pipe", logFd],
     });

@@ -1,0 +1,133 @@
+// The microVM backend end to end, through the official SDK, under TCG (KVM is
+// never assumed): a sandbox is a VM (the guest's kernel, none of the host's
+// processes, devices or interfaces), runs commands, keeps files, and leaves
+// nothing on the host after kill() or after its QEMU was SIGKILLed.
+import assert from "node:assert/strict";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { release } from "node:os";
+import { dirname, join } from "node:path";
+import { useDaemon, dtest, waitFor, SANDBOXD_BIN } from "../lib/harness.mjs";
+
+const d = useDaemon({ orgs: ["a"], extraArgs: ["--isolation", "microvm"] });
+const BOOT = { timeout: 180_000 }; // a TCG boot takes seconds, more on a loaded host
+
+/** The kernel release build-all put beside the daemon's binary (../image/vm/kernel.env). */
+function guestRelease() {
+  const env = readFileSync(join(dirname(SANDBOXD_BIN), "..", "image", "vm", "kernel.env"), "utf8");
+  return /^KERNEL_RELEASE=(.*)$/m.exec(env)[1];
+}
+
+/** The sandbox's cgroup directories (v2, or one per v1 hierarchy). */
+function cgroupDirs(id) {
+  const out = [];
+  for (const h of ["", "memory", "cpu", "pids"]) {
+    const root = join("/sys/fs/cgroup", h);
+    let parents = [];
+    try {
+      parents = readdirSync(root).filter((n) => n.startsWith("sandboxd-"));
+    } catch {}
+    for (const p of parents) if (existsSync(join(root, p, id))) out.push(join(root, p, id));
+  }
+  return out;
+}
+
+/** QEMU's pid: the one task in the sandbox's cgroup. */
+function qemuPid(id) {
+  for (const dir of cgroupDirs(id)) {
+    const pids = readFileSync(join(dir, "cgroup.procs"), "utf8").split("\n").filter(Boolean).map(Number);
+    if (pids.length) return pids[0];
+  }
+  return null;
+}
+
+function alive(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+/** Waits until nothing of sandbox `id` (QEMU `pid`) is left on the host. */
+async function expectNothingLeft(id, pid) {
+  const stateDir = join(d.dataDir, "sandboxes", id);
+  await waitFor(() => !alive(pid) && !existsSync(stateDir) && cgroupDirs(id).length === 0, {
+    timeoutMs: 20_000,
+    what: `QEMU ${pid}, ${stateDir} and the cgroups of ${id} to be gone`,
+  });
+}
+
+let sb;
+dtest(
+  d,
+  "a microvm sandbox is a VM: the guest's kernel, no host processes, devices or interfaces",
+  async () => {
+    sb = await d.create("a", { memory: "1024MiB" });
+    const pid = qemuPid(sb.id);
+    assert.ok(pid, "QEMU runs in the sandbox's cgroup");
+    assert.match(readFileSync(`/proc/${pid}/cmdline`, "utf8"), /qemu-system-x86_64\0-M\0microvm/);
+
+    const kernel = (await sb.sh`uname -r`.text()).trim();
+    assert.equal(kernel, guestRelease());
+    assert.notEqual(kernel, release(), "the host's kernel would mean no VM");
+
+    // PID 1 is the agent as /init; the processes are the guest's own (no
+    // sandboxd, no node of this test); the RAM is the memory option.
+    assert.match(await sb.sh`xargs -0 echo </proc/1/cmdline`.text(), /^\/init --vm /);
+    const comms = await sb.sh`cat /proc/[0-9]*/comm | sort -u`.text();
+    for (const host of ["sandboxd", "node", "systemd"]) {
+      assert.ok(!comms.split("\n").includes(host), `${host} is visible in the guest:\n${comms}`);
+    }
+    const memMb = Number((await sb.sh`awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo`.text()).trim());
+    assert.ok(memMb > 800 && memMb <= 1024, `MemTotal ${memMb} MB for memory 1024MiB`);
+
+    // Devices and interfaces: virtio disks named by the backend, none of the
+    // host's (no /dev/kvm, only lo: the guest's network is a follow-up).
+    const serials = await sb.sh`for f in /sys/block/vd*/serial; do cat $f; echo; done | sort | tr -d '\n'`.text();
+    assert.equal(serials, "rootscratch");
+    assert.equal(await sb.sh`test -e /dev/kvm && echo yes || echo no`.text(), "no\n");
+    assert.equal(await sb.sh`ls /sys/class/net`.text(), "lo\n");
+  },
+  BOOT,
+);
+
+dtest(d, "runs commands and keeps files, through the shell and the fs API", async () => {
+  assert.equal(await sb.sh`echo hello; id -un`.text(), "hello\napp\n");
+  await sb.fs.writeTextFile("/home/app/note.txt", "written from the host\n");
+  assert.equal(await sb.sh`cat /home/app/note.txt`.text(), "written from the host\n");
+  await sb.sh`echo from the guest > /tmp/g.txt`;
+  assert.equal(await sb.fs.readTextFile("/tmp/g.txt"), "from the guest\n");
+  const out = await sb.sh`python3 -c 'import json; print(json.dumps({"ok": 1}))'`.text();
+  assert.equal(out, '{"ok": 1}\n');
+});
+
+dtest(
+  d,
+  "kill() leaves no QEMU, state dir, disk image or cgroup",
+  async () => {
+    const id = sb.id;
+    const pid = qemuPid(id);
+    assert.ok(alive(pid));
+    assert.ok(existsSync(join(d.dataDir, "sandboxes", id, "scratch.img")));
+    await sb.kill();
+    await expectNothingLeft(id, pid);
+  },
+  BOOT,
+);
+
+dtest(
+  d,
+  "a QEMU killed from outside ends the sandbox and leaves nothing",
+  async () => {
+    const other = await d.create("a");
+    const pid = qemuPid(other.id);
+    assert.ok(alive(pid));
+    process.kill(pid, "SIGKILL");
+    // The agent link closes with QEMU: the daemon stops the sandbox and cleans up.
+    await d.waitStatus(other.id, "stopped", { timeoutMs: 20_000 });
+    await expectNothingLeft(other.id, pid);
+    await assert.rejects(other.sh`true`.text());
+  },
+  BOOT,
+);
