@@ -23,5 +23,17 @@ shopt -s nullglob
 main=(tests/conformance/*.test.mjs tests/security/*.test.mjs)
 rc=0
 node --test --test-reporter=spec --test-concurrency=2 "${main[@]}" || rc=1
+# The microVM backend under TCG (docs/microvm.md, "Tests"): its own suite, and
+# the conformance files that exercise what a backend provides (processes and
+# the agent link, every filesystem op in the guest, error mapping, the
+# lifecycle, a daemon restart reaping VMs), then the leak check with VMs.
+# SANDBOXD_SKIP_MICROVM=1 leaves them out.
+microvm=(tests/vm/*.test.mjs tests/conformance/{process,fs,errors,lifecycle,restart}.test.mjs)
+if [[ "${SANDBOXD_SKIP_MICROVM:-0}" != 1 ]]; then
+  SANDBOXD_ISOLATION=microvm node --test --test-reporter=spec --test-concurrency=2 "${microvm[@]}" || rc=1
+fi
 node --test --test-reporter=spec --test-concurrency=1 tests/leak/leak.test.mjs || rc=1
+if [[ "${SANDBOXD_SKIP_MICROVM:-0}" != 1 ]]; then
+  SANDBOXD_ISOLATION=microvm node --test --test-reporter=spec --test-concurrency=1 tests/leak/leak.test.mjs || rc=1
+fi
 exit $rc
