@@ -234,6 +234,32 @@ MemorySnapshot SnapshotMemory(std::optional<int> daemon_pid) {
   return m;
 }
 
+// QEMU processes (microVM sandboxes) among the daemon's children.
+struct QemuMemory {
+  int processes = 0;
+  long rss_kb = 0;
+  long anon_kb = 0;  // what one more VM costs; the rest is file pages shared by all VMs
+};
+
+QemuMemory SnapshotQemu(std::optional<int> daemon_pid) {
+  QemuMemory q;
+  if (!daemon_pid) return q;
+  for (int p : AllPids()) {
+    if (ParentPid(p) != *daemon_pid) continue;
+    std::ifstream comm("/proc/" + std::to_string(p) + "/comm");
+    std::string name;
+    std::getline(comm, name);
+    if (name.rfind("qemu-system", 0) != 0) continue;
+    const std::string status = "/proc/" + std::to_string(p) + "/status";
+    if (auto rss = ReadKb(status, "VmRSS:")) {
+      ++q.processes;
+      q.rss_kb += *rss;
+      q.anon_kb += ReadKb(status, "RssAnon:").value_or(0);
+    }
+  }
+  return q;
+}
+
 // ---- bwrap floor --------------------------------------------------------------
 
 std::optional<std::string> FindOnPath(const std::string& name) {
@@ -399,6 +425,7 @@ int Run(const Flags& f) {
   }
   std::this_thread::sleep_for(std::chrono::seconds(2));
   auto after = SnapshotMemory(daemon_pid);
+  auto qemu = SnapshotQemu(daemon_pid);
   long cg_with = CgroupUsageKb(after.cgroup_parents);
   for (const auto& id : ids) (void)cl.Kill(id);
   std::this_thread::sleep_for(std::chrono::seconds(2));
@@ -421,6 +448,11 @@ int Run(const Flags& f) {
     }
     std::printf("  MemAvailable delta (/proc/meminfo, whole host, noisy): %.2f MiB/sandbox\n",
                 (before.mem_available_kb - after.mem_available_kb) / 1024.0 / n);
+    if (qemu.processes > 0) {
+      std::printf("  QEMU per idle microVM sandbox (%d processes): RSS %.1f MiB, of which anonymous %.1f MiB\n"
+                  "    (the rest: file pages shared by every VM, e.g. the kernel image and QEMU's binary)\n",
+                  qemu.processes, qemu.rss_kb / 1024.0 / qemu.processes, qemu.anon_kb / 1024.0 / qemu.processes);
+    }
   }
   if (!last_error.empty()) std::printf("\nlast error seen: %s\n", last_error.c_str());
   return 0;
@@ -440,7 +472,9 @@ int main(int argc, char** argv) {
   app.add_option("--concurrency", f.concurrency, "clients for the creates/s measurement")->capture_default_str();
   app.add_option("--duration", f.duration_s, "seconds for the creates/s measurement")->capture_default_str();
   app.add_option("--bwrap-runs", f.bwrap_runs, "bwrap floor samples")->capture_default_str();
-  app.add_option("--isolation", f.isolation, "isolation backend (only sent as a label for now)")->capture_default_str();
+  app.add_option("--isolation", f.isolation,
+                 "isolation backend: a label here; bench/lifecycle.sh also runs the daemon with it")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   return sandboxd::bench::Run(f);
 }
