@@ -1,7 +1,8 @@
 #include "daemon/ingress/daemon_ingress.h"
 
-#include <boost/asio/post.hpp>
 #include <spdlog/spdlog.h>
+
+#include <boost/asio/post.hpp>
 
 #include "daemon/core/config.h"
 
@@ -46,18 +47,21 @@ RouteFn ManagerRouter(boost::asio::io_context& loop, core::Manager& mgr) {
       auto sb = mgr.FindRunningAnyOrg(r.sandbox_id);
       if (!sb) {
         return done(std::unexpected(
-            RouteError{404, "SANDBOX_NOT_FOUND", "sandbox " + r.sandbox_id + " is not running (unknown, or ended)"}));
+            RouteError{404, "SANDBOX_NOT_FOUND",
+                       "sandbox " + r.sandbox_id + " is not running (unknown, or ended)"}));
       }
       auto target = sb->exposures().Find(r.suffix);
       if (!target) {
         std::string what = PortSuffix(r.suffix) ? "port " + r.suffix : "name " + r.suffix;
-        return done(std::unexpected(RouteError{404, "NOT_EXPOSED", "sandbox " + r.sandbox_id + " does not expose " +
-                                                                       what + " (see sandbox.exposeHttp)"}));
+        return done(std::unexpected(RouteError{
+            404, "NOT_EXPOSED",
+            "sandbox " + r.sandbox_id + " does not expose " + what + " (see sandbox.exposeHttp)"}));
       }
       auto handles = sb->exposures().Handles(sb->init_pid());
       if (!handles) {
-        return done(std::unexpected(RouteError{502, "SANDBOX_UNREACHABLE", "sandbox " + r.sandbox_id + ": " +
-                                                                                handles.error().message}));
+        return done(std::unexpected(
+            RouteError{502, "SANDBOX_UNREACHABLE",
+                       "sandbox " + r.sandbox_id + ": " + handles.error().message}));
       }
       done(Upstream{r.sandbox_id, *handles, *target});
     });
@@ -69,12 +73,15 @@ Result<DaemonIngress> StartDaemonIngress(const IngressFlags& flags, const std::s
   auto colon = flags.listen.rfind(':');
   if (colon == std::string::npos) return FailMsg("--ingress-listen must be HOST:PORT");
   std::string host = flags.listen.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
   int port = std::atoi(flags.listen.c_str() + colon + 1);
   if (port < 0 || port > 65535) return FailMsg("--ingress-listen: invalid port");
   std::string domain = NormalizeDomain(flags.domain);
-  if (domain.empty()) return FailMsg("--ingress-domain must be a DNS name like localhost or sbx.example.com");
-  if (flags.public_port < 0 || flags.public_port > 65535) return FailMsg("--ingress-public-port must be 0..65535");
+  if (domain.empty())
+    return FailMsg("--ingress-domain must be a DNS name like localhost or sbx.example.com");
+  if (flags.public_port < 0 || flags.public_port > 65535)
+    return FailMsg("--ingress-public-port must be 0..65535");
   auto connect_timeout = Duration("--ingress-connect-timeout", flags.connect_timeout);
   if (!connect_timeout) return std::unexpected(connect_timeout.error());
   auto response_timeout = Duration("--ingress-response-timeout", flags.response_timeout);
@@ -113,11 +120,14 @@ Result<DaemonIngress> StartDaemonIngress(const IngressFlags& flags, const std::s
   out.server = std::move(*server);
   auto ep = out.server->endpoint();
   out.naming.domain = domain;
-  out.naming.public_port = flags.public_port != 0 ? static_cast<uint16_t>(flags.public_port) : ep.port();
+  out.naming.public_port =
+      flags.public_port != 0 ? static_cast<uint16_t>(flags.public_port) : ep.port();
   out.naming.tls = tls;
-  std::string addr = ep.address().is_v6() ? "[" + ep.address().to_string() + "]" : ep.address().to_string();
+  std::string addr =
+      ep.address().is_v6() ? "[" + ep.address().to_string() + "]" : ep.address().to_string();
   out.url = std::string(tls ? "https://" : "http://") + addr + ":" + std::to_string(ep.port());
-  spdlog::info("ingress: {} for *.{}{}", out.url, domain, tls ? (out.ca_path.empty() ? " (TLS from files)" : " (local CA)") : "");
+  spdlog::info("ingress: {} for *.{}{}", out.url, domain,
+               tls ? (out.ca_path.empty() ? " (TLS from files)" : " (local CA)") : "");
   return out;
 }
 

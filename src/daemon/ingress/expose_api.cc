@@ -49,7 +49,8 @@ core::ApiResult<json> ExposeHttpRest(ExposureSet& set, std::string_view sandbox_
                                      const std::optional<Naming>& naming, std::string_view body) {
   if (!naming) {
     return std::unexpected(core::ApiError{
-        409, "INGRESS_DISABLED", "this server runs without an HTTP ingress (start it with --ingress-listen)"});
+        409, "INGRESS_DISABLED",
+        "this server runs without an HTTP ingress (start it with --ingress-listen)"});
   }
   json b = body.empty() ? json::object() : json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (b.is_discarded() || !b.is_object()) {
@@ -66,8 +67,9 @@ core::ApiResult<json> ExposeHttpRest(ExposureSet& set, std::string_view sandbox_
     suffix = set.ExposePort(t.target->port);
   } else {
     if (!PidExists(set, init_pid, t.target->pid)) {
-      return std::unexpected(core::ApiError{
-          404, "PROCESS_NOT_FOUND", "no process " + std::to_string(t.target->pid) + " in this sandbox"});
+      return std::unexpected(
+          core::ApiError{404, "PROCESS_NOT_FOUND",
+                         "no process " + std::to_string(t.target->pid) + " in this sandbox"});
     }
     suffix = set.Reserve();
     if (suffix) (void)set.Bind(*suffix, *t.target);
@@ -77,28 +79,32 @@ core::ApiResult<json> ExposeHttpRest(ExposureSet& set, std::string_view sandbox_
   return json{{"domain", host}, {"url", std::string(naming->tls ? "https://" : "http://") + host}};
 }
 
-std::expected<void, RpcError> ExposeHttpRpc(ExposureSet& set, std::string_view sandbox_id, pid_t init_pid,
-                                             const json& params) {
+std::expected<void, RpcError> ExposeHttpRpc(ExposureSet& set, std::string_view sandbox_id,
+                                            pid_t init_pid, const json& params) {
   auto d = params.find("domain");
   if (d == params.end() || !d->is_string()) {
     return std::unexpected(RpcError{true, 0, "Invalid params: domain must be a string"});
   }
   auto t = ReadTarget(params);
   if (!t.error.empty()) return std::unexpected(RpcError{true, 0, "Invalid params: " + t.error});
-  if (!t.target) return std::unexpected(RpcError{true, 0, "Invalid params: port or pid is required"});
+  if (!t.target)
+    return std::unexpected(RpcError{true, 0, "Invalid params: port or pid is required"});
 
   const std::string& domain = d->get_ref<const std::string&>();
   auto route = ParseExposedName(domain);
   if (!route || route->sandbox_id != sandbox_id) {
-    return std::unexpected(RpcError{false, 0, "exposeHttp: '" + domain +
-                                                  "' is not a name expose/http handed out for this sandbox"});
+    return std::unexpected(RpcError{
+        false, 0,
+        "exposeHttp: '" + domain + "' is not a name expose/http handed out for this sandbox"});
   }
   if (t.target->pid != 0 && !PidExists(set, init_pid, t.target->pid)) {
     return std::unexpected(
-        RpcError{false, ENOENT, "exposeHttp: no process " + std::to_string(t.target->pid) + " in this sandbox"});
+        RpcError{false, ENOENT,
+                 "exposeHttp: no process " + std::to_string(t.target->pid) + " in this sandbox"});
   }
   if (auto st = set.Bind(route->suffix, *t.target); !st) {
-    return std::unexpected(RpcError{false, 0, "exposeHttp: '" + domain + "': " + st.error().message});
+    return std::unexpected(
+        RpcError{false, 0, "exposeHttp: '" + domain + "': " + st.error().message});
   }
   return {};
 }

@@ -25,15 +25,16 @@ namespace sandboxd::ingress {
 // `naming`: nullopt when the daemon runs without an ingress (409
 // INGRESS_DISABLED). `init_pid`: the sandbox's PID 1 on the host (to check
 // a pid exists). Returns the JSON body of the 200 answer.
-core::ApiResult<nlohmann::json> ExposeHttpRest(ExposureSet& set, std::string_view sandbox_id, pid_t init_pid,
-                                               const std::optional<Naming>& naming, std::string_view body);
+core::ApiResult<nlohmann::json> ExposeHttpRest(ExposureSet& set, std::string_view sandbox_id,
+                                               pid_t init_pid, const std::optional<Naming>& naming,
+                                               std::string_view body);
 
 struct RpcError {
   bool invalid_params = false;  // JSON-RPC -32602; else an application error
   int err = 0;                  // errno for the error class (0: plain Error)
   std::string message;
 };
-std::expected<void, RpcError> ExposeHttpRpc(ExposureSet& set, std::string_view sandbox_id, pid_t init_pid,
-                                             const nlohmann::json& params);
+std::expected<void, RpcError> ExposeHttpRpc(ExposureSet& set, std::string_view sandbox_id,
+                                            pid_t init_pid, const nlohmann::json& params);
 
 }  // namespace sandboxd::ingress

@@ -30,7 +30,8 @@ std::optional<HostRoute> ParseLabel(std::string_view label) {
   // sbx - rrr - <20> - suffix
   constexpr size_t kPrefix = 4 + 4 + kIdChars + 1;  // "sbx-" "rrr-" id "-"
   if (label.size() <= kPrefix || label.size() > 63) return std::nullopt;
-  if (!label.starts_with("sbx-") || label[7] != '-' || label[kPrefix - 1] != '-') return std::nullopt;
+  if (!label.starts_with("sbx-") || label[7] != '-' || label[kPrefix - 1] != '-')
+    return std::nullopt;
   for (size_t i = 4; i < 7; ++i) {
     if (!IsLower(label[i])) return std::nullopt;
   }
@@ -42,7 +43,8 @@ std::optional<HostRoute> ParseLabel(std::string_view label) {
                std::all_of(suffix.begin() + 1, suffix.end(), IsCrockford);
   if (!token && !PortSuffix(suffix)) return std::nullopt;
   HostRoute r;
-  r.sandbox_id = "sbx_" + std::string(label.substr(4, 3)) + "_" + std::string(label.substr(8, kIdChars));
+  r.sandbox_id =
+      "sbx_" + std::string(label.substr(4, 3)) + "_" + std::string(label.substr(8, kIdChars));
   r.suffix = std::string(suffix);
   return r;
 }
@@ -80,11 +82,13 @@ std::string HostFor(const Naming& n, std::string_view sandbox_id, std::string_vi
 std::optional<HostRoute> ParseIngressHost(std::string_view host, std::string_view domain) {
   std::string h = Lower(HostPart(host));
   std::string_view v = h;
-  if (v.size() <= domain.size() + 1 || !v.ends_with(domain) || v[v.size() - domain.size() - 1] != '.') {
+  if (v.size() <= domain.size() + 1 || !v.ends_with(domain) ||
+      v[v.size() - domain.size() - 1] != '.') {
     return std::nullopt;
   }
   v.remove_suffix(domain.size() + 1);
-  if (v.find('.') != std::string_view::npos) return std::nullopt;  // exactly one label under the domain
+  if (v.find('.') != std::string_view::npos)
+    return std::nullopt;  // exactly one label under the domain
   return ParseLabel(v);
 }
 
@@ -135,7 +139,8 @@ Status ExposureSet::Bind(std::string_view suffix, const ExposeTarget& target) {
     return {};
   }
   auto it = names_.find(suffix);
-  if (it == names_.end()) return FailMsg("the name was not handed out by expose/http for this sandbox");
+  if (it == names_.end())
+    return FailMsg("the name was not handed out by expose/http for this sandbox");
   it->second = target;
   // A port exposed through a token is exposed: its port name routes too.
   if (target.port != 0) ports_.insert(target.port);

@@ -96,8 +96,9 @@ class ExposureSet {
   Result<std::shared_ptr<const SandboxHandles>> Handles(pid_t init_pid);
 
  private:
-  std::map<std::string, std::optional<ExposeTarget>, std::less<>> names_;  // token → target (nullopt: reserved)
-  std::set<uint16_t> ports_;                                               // exposed port suffixes
+  std::map<std::string, std::optional<ExposeTarget>, std::less<>>
+      names_;                 // token → target (nullopt: reserved)
+  std::set<uint16_t> ports_;  // exposed port suffixes
   std::shared_ptr<const SandboxHandles> handles_;
 };
 

@@ -20,7 +20,8 @@ TEST(IngressNames, FormatsAndParses) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->sandbox_id, kId);
   EXPECT_EQ(r->suffix, "8000");
-  r = ParseIngressHost("sbx-loc-0123456789abcdefghjk-h0123456789.sbx.example.com", "sbx.example.com");
+  r = ParseIngressHost("sbx-loc-0123456789abcdefghjk-h0123456789.sbx.example.com",
+                       "sbx.example.com");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->suffix, "h0123456789");
 }
@@ -28,17 +29,17 @@ TEST(IngressNames, FormatsAndParses) {
 TEST(IngressNames, RefusesWhatIsNotOurs) {
   const char* bad[] = {
       "localhost",
-      "sbx-loc-0123456789abcdefghjk-8000.example.com",        // other domain
-      "x.sbx-loc-0123456789abcdefghjk-8000.localhost",        // deeper
-      "sbx-loc-0123456789abcdefghjk-8000localhost",           // no dot
-      "sbx-loc-0123456789abcdefghjk-0.localhost",             // port 0
-      "sbx-loc-0123456789abcdefghjk-65536.localhost",         // port range
-      "sbx-loc-0123456789abcdefghjk-08000.localhost",         // leading zero
-      "sbx-loc-0123456789abcdefghj-8000.localhost",           // short id
-      "sbx-loc-0123456789abcdefghji-8000.localhost",          // 'i' is not Crockford
-      "sbx-lo1-0123456789abcdefghjk-8000.localhost",          // region
-      "sbx-loc-0123456789abcdefghjk-h012345678.localhost",    // short token
-      "sbx-loc-0123456789abcdefghjk-x0123456789.localhost",   // token letter
+      "sbx-loc-0123456789abcdefghjk-8000.example.com",       // other domain
+      "x.sbx-loc-0123456789abcdefghjk-8000.localhost",       // deeper
+      "sbx-loc-0123456789abcdefghjk-8000localhost",          // no dot
+      "sbx-loc-0123456789abcdefghjk-0.localhost",            // port 0
+      "sbx-loc-0123456789abcdefghjk-65536.localhost",        // port range
+      "sbx-loc-0123456789abcdefghjk-08000.localhost",        // leading zero
+      "sbx-loc-0123456789abcdefghj-8000.localhost",          // short id
+      "sbx-loc-0123456789abcdefghji-8000.localhost",         // 'i' is not Crockford
+      "sbx-lo1-0123456789abcdefghjk-8000.localhost",         // region
+      "sbx-loc-0123456789abcdefghjk-h012345678.localhost",   // short token
+      "sbx-loc-0123456789abcdefghjk-x0123456789.localhost",  // token letter
       "sbx-loc-0123456789abcdefghjk-.localhost",
       "",
   };
@@ -110,7 +111,8 @@ TEST(ExposeApi, RestAndRpc) {
   e = ExposeHttpRpc(s, "sbx_loc_zzzzzzzzzzzzzzzzzzzz", 0, {{"domain", domain}, {"port", 1}});
   ASSERT_FALSE(e) << "another sandbox's name";
   EXPECT_FALSE(e.error().invalid_params);
-  e = ExposeHttpRpc(s, kId, 0, {{"domain", "sbx-loc-0123456789abcdefghjk-h0000000000.localhost"}, {"port", 1}});
+  e = ExposeHttpRpc(
+      s, kId, 0, {{"domain", "sbx-loc-0123456789abcdefghjk-h0000000000.localhost"}, {"port", 1}});
   ASSERT_FALSE(e) << "a name never handed out";
 }
 

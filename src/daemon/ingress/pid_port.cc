@@ -38,7 +38,7 @@ Result<UniqueFd> OpenSandboxProc(int proc_fd) {
   how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS;  // no magic links either
   UniqueFd proc(static_cast<int>(::syscall(SYS_openat2, root.get(), "proc", &how, sizeof how)));
   if (!proc) return FailErrno("open the sandbox's /proc");
-  struct statfs st{};
+  struct statfs st {};
   if (::fstatfs(proc.get(), &st) != 0) return FailErrno("statfs the sandbox's /proc");
   if (st.f_type != PROC_SUPER_MAGIC) return FailMsg("the sandbox's /proc is not a procfs");
   return proc;
@@ -119,27 +119,30 @@ std::vector<int64_t> Subtree(int proc, int64_t pid) {
 std::set<uint64_t> SocketInodes(int proc, const std::vector<int64_t>& pids) {
   std::set<uint64_t> out;
   for (int64_t p : pids) {
-    ForEachEntry(proc, std::to_string(p) + "/fd", kMaxFdsPerProcess, [&](int dir, std::string_view name) {
-      char link[64];
-      ssize_t n = ::readlinkat(dir, std::string(name).c_str(), link, sizeof link - 1);
-      if (n <= 0) return;
-      std::string_view l(link, static_cast<size_t>(n));
-      if (!l.starts_with("socket:[") || !l.ends_with("]")) return;
-      l = l.substr(8, l.size() - 9);
-      uint64_t ino = 0;
-      auto [q, ec] = std::from_chars(l.data(), l.data() + l.size(), ino);
-      if (ec == std::errc() && q == l.data() + l.size()) out.insert(ino);
-    });
+    ForEachEntry(proc, std::to_string(p) + "/fd", kMaxFdsPerProcess,
+                 [&](int dir, std::string_view name) {
+                   char link[64];
+                   ssize_t n = ::readlinkat(dir, std::string(name).c_str(), link, sizeof link - 1);
+                   if (n <= 0) return;
+                   std::string_view l(link, static_cast<size_t>(n));
+                   if (!l.starts_with("socket:[") || !l.ends_with("]")) return;
+                   l = l.substr(8, l.size() - 9);
+                   uint64_t ino = 0;
+                   auto [q, ec] = std::from_chars(l.data(), l.data() + l.size(), ino);
+                   if (ec == std::errc() && q == l.data() + l.size()) out.insert(ino);
+                 });
   }
   return out;
 }
 
 // Listening ports of /proc/net/tcp{,6} rows whose inode is in `inodes`.
-void ListeningPorts(const std::string& table, const std::set<uint64_t>& inodes, std::set<uint16_t>& out) {
+void ListeningPorts(const std::string& table, const std::set<uint64_t>& inodes,
+                    std::set<uint16_t>& out) {
   size_t pos = table.find('\n');  // header line
   while (pos != std::string::npos && pos + 1 < table.size()) {
     size_t end = table.find('\n', pos + 1);
-    std::string_view line = std::string_view(table).substr(pos + 1, end == std::string::npos ? end : end - pos - 1);
+    std::string_view line =
+        std::string_view(table).substr(pos + 1, end == std::string::npos ? end : end - pos - 1);
     pos = end;
     std::vector<std::string_view> f;
     size_t i = 0;
@@ -152,7 +155,9 @@ void ListeningPorts(const std::string& table, const std::set<uint64_t>& inodes, 
     }
     if (f.size() < 10 || f[3] != "0A") continue;  // TCP_LISTEN
     uint64_t ino = 0;
-    if (std::from_chars(f[9].data(), f[9].data() + f[9].size(), ino).ec != std::errc() || !inodes.count(ino)) continue;
+    if (std::from_chars(f[9].data(), f[9].data() + f[9].size(), ino).ec != std::errc() ||
+        !inodes.count(ino))
+      continue;
     auto colon = f[1].rfind(':');
     if (colon == std::string_view::npos) continue;
     unsigned port = 0;
@@ -168,16 +173,19 @@ bool ProcessExists(int proc_fd, int64_t pid) {
   if (pid <= 0) return false;
   auto proc = OpenSandboxProc(proc_fd);
   if (!proc) return false;
-  struct stat st{};
-  return ::fstatat(proc->get(), std::to_string(pid).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+  struct stat st {};
+  return ::fstatat(proc->get(), std::to_string(pid).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+         S_ISDIR(st.st_mode);
 }
 
 Result<uint16_t> ListeningPort(int proc_fd, int64_t pid) {
   auto proc = OpenSandboxProc(proc_fd);
   if (!proc) return std::unexpected(proc.error());
-  struct stat st{};
-  if (pid <= 0 || ::fstatat(proc->get(), std::to_string(pid).c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-    return Fail(Error{ESRCH, "process " + std::to_string(pid) + " does not exist (it may have exited)"});
+  struct stat st {};
+  if (pid <= 0 ||
+      ::fstatat(proc->get(), std::to_string(pid).c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    return Fail(
+        Error{ESRCH, "process " + std::to_string(pid) + " does not exist (it may have exited)"});
   }
   auto inodes = SocketInodes(proc->get(), Subtree(proc->get(), pid));
   std::set<uint16_t> ports;
@@ -187,7 +195,8 @@ Result<uint16_t> ListeningPort(int proc_fd, int64_t pid) {
     ListeningPorts(ReadSmallFile(proc_fd, "net/tcp6", kMaxTableBytes), inodes, ports);
   }
   if (ports.empty()) {
-    return Fail(Error{ENOENT, "process " + std::to_string(pid) + " does not listen on a TCP port (yet)"});
+    return Fail(
+        Error{ENOENT, "process " + std::to_string(pid) + " does not listen on a TCP port (yet)"});
   }
   return *ports.begin();
 }

@@ -38,7 +38,9 @@ UniqueFd Listen(int family, uint16_t& port) {
 }
 
 // This process plays the sandbox's init: its root's /proc is the host's.
-UniqueFd SelfProc() { return UniqueFd(::open(("/proc/" + std::to_string(::getpid())).c_str(), O_PATH | O_CLOEXEC)); }
+UniqueFd SelfProc() {
+  return UniqueFd(::open(("/proc/" + std::to_string(::getpid())).c_str(), O_PATH | O_CLOEXEC));
+}
 
 TEST(PidPort, FindsTheListeningPortOfAProcessAndItsChildren) {
   auto proc = SelfProc();
@@ -55,7 +57,8 @@ TEST(PidPort, FindsTheListeningPortOfAProcessAndItsChildren) {
   }
   ::close(ready[1]);
   uint16_t child_port = 0;
-  ASSERT_EQ(::read(ready[0], &child_port, sizeof child_port), static_cast<ssize_t>(sizeof child_port));
+  ASSERT_EQ(::read(ready[0], &child_port, sizeof child_port),
+            static_cast<ssize_t>(sizeof child_port));
   ::close(ready[0]);
 
   auto r = ListeningPort(proc.get(), ::getpid());

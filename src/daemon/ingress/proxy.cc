@@ -1,5 +1,6 @@
 #include "daemon/ingress/proxy.h"
 
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -13,7 +14,6 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 #include <limits>
-#include <spdlog/spdlog.h>
 #include <vector>
 
 #include "daemon/ingress/pid_port.h"
@@ -103,7 +103,8 @@ struct Conn {
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(net::AnyStream down, beast::flat_buffer already, std::string client_ip, std::shared_ptr<const ProxyEnv> env)
+  Session(net::AnyStream down, beast::flat_buffer already, std::string client_ip,
+          std::shared_ptr<const ProxyEnv> env)
       : down_(std::move(down)),
         down_buf_(std::move(already)),
         client_ip_(std::move(client_ip)),
@@ -125,11 +126,12 @@ class Session : public std::enable_shared_from_this<Session> {
     // The next request's first bytes under the keep-alive timeout; then the
     // head gets its own deadline.
     down_.ExpiresAfter(first ? env_->header_timeout : env_->idle_timeout);
-    down_.async_read_some(down_buf_.prepare(4096), [self = shared_from_this()](error_code ec, size_t n) {
-      if (ec) return self->Finish();  // closed or idle: nobody to answer
-      self->down_buf_.commit(n);
-      self->ReadRequestHeader();
-    });
+    down_.async_read_some(down_buf_.prepare(4096),
+                          [self = shared_from_this()](error_code ec, size_t n) {
+                            if (ec) return self->Finish();  // closed or idle: nobody to answer
+                            self->down_buf_.commit(n);
+                            self->ReadRequestHeader();
+                          });
   }
 
   void ReadRequestHeader() {
@@ -137,13 +139,15 @@ class Session : public std::enable_shared_from_this<Session> {
     req_->header_limit(kHeaderLimit);
     req_->body_limit(kNoBodyLimit);
     down_.ExpiresAfter(env_->header_timeout);
-    http::async_read_header(down_, down_buf_, *req_,
-                            [self = shared_from_this()](error_code ec, size_t) { self->OnRequestHeader(ec); });
+    http::async_read_header(
+        down_, down_buf_, *req_,
+        [self = shared_from_this()](error_code ec, size_t) { self->OnRequestHeader(ec); });
   }
 
   void OnRequestHeader(error_code ec) {
     if (ec) {
-      if (ec == http::error::header_limit) return Refuse(431, "BAD_REQUEST", "request header too large");
+      if (ec == http::error::header_limit)
+        return Refuse(431, "BAD_REQUEST", "request header too large");
       if (ec.category() == http::make_error_code(http::error::bad_target).category() &&
           ec != http::error::end_of_stream && ec != http::error::partial_message) {
         return Refuse(400, "BAD_REQUEST", "malformed request");
@@ -169,13 +173,17 @@ class Session : public std::enable_shared_from_this<Session> {
     client_http10_ = req.version() == 10;
     client_close_ = client_http10_ || !req_->keep_alive();
     head_ = req.method() == http::verb::head;
-    if (req.method() == http::verb::connect) return Refuse(405, "BAD_REQUEST", "CONNECT is not supported");
-    if (req.count(http::field::host) != 1) return Refuse(400, "BAD_REQUEST", "exactly one Host header is required");
+    if (req.method() == http::verb::connect)
+      return Refuse(405, "BAD_REQUEST", "CONNECT is not supported");
+    if (req.count(http::field::host) != 1)
+      return Refuse(400, "BAD_REQUEST", "exactly one Host header is required");
     host_header_ = std::string(Trim(req[http::field::host]));
     auto route = ParseIngressHost(host_header_, env_->domain);
     if (!route) {
       return Refuse(404, "UNKNOWN_HOST",
-                    "'" + host_header_ + "' names no sandbox service (expected <sandbox id>-<port>." + env_->domain + ")");
+                    "'" + host_header_ +
+                        "' names no sandbox service (expected <sandbox id>-<port>." + env_->domain +
+                        ")");
     }
     route_ = *route;
 
@@ -185,7 +193,8 @@ class Session : public std::enable_shared_from_this<Session> {
     target_ = std::string(target);
     if (!target.starts_with('/') && !(target == "*" && req.method() == http::verb::options)) {
       size_t scheme = target.find("://");
-      std::string_view rest = scheme == std::string_view::npos ? std::string_view() : target.substr(scheme + 3);
+      std::string_view rest =
+          scheme == std::string_view::npos ? std::string_view() : target.substr(scheme + 3);
       std::string_view authority = rest.substr(0, rest.find_first_of("/?#"));
       if (rest.empty() || HostOnly(authority) != HostOnly(host_header_)) {
         return Refuse(400, "BAD_REQUEST", "bad request target");
@@ -199,11 +208,14 @@ class Session : public std::enable_shared_from_this<Session> {
     if (has_te && req.count(http::field::content_length) > 0) {
       return Refuse(400, "BAD_REQUEST", "both Content-Length and Transfer-Encoding");
     }
-    if (has_te && (!req_->chunked() || !beast::iequals(Trim(req[http::field::transfer_encoding]), "chunked"))) {
+    if (has_te && (!req_->chunked() ||
+                   !beast::iequals(Trim(req[http::field::transfer_encoding]), "chunked"))) {
       return Refuse(501, "BAD_REQUEST", "unsupported transfer-coding");
     }
     auto cl = req_->content_length();
-    req_framing_ = req_->chunked() ? Framing::kChunked : (cl && *cl > 0) ? Framing::kLength : Framing::kNone;
+    req_framing_ = req_->chunked()   ? Framing::kChunked
+                   : (cl && *cl > 0) ? Framing::kLength
+                                     : Framing::kNone;
     had_length_ = cl.has_value();
     upgrade_ = req_->upgrade();
     if (upgrade_ && req_framing_ != Framing::kNone) {
@@ -226,7 +238,8 @@ class Session : public std::enable_shared_from_this<Session> {
         // kept: the upgrade is relayed
       } else if (name == http::field::host) {
         // kept: the service sees the name it was reached by
-      } else if (IsHopByHop(name) || name == http::field::content_length || ListedIn(connection, f.name_string())) {
+      } else if (IsHopByHop(name) || name == http::field::content_length ||
+                 ListedIn(connection, f.name_string())) {
         continue;
       } else if (beast::iequals(f.name_string(), "X-Forwarded-For")) {
         if (!xff.empty()) xff += ", ";
@@ -274,7 +287,8 @@ class Session : public std::enable_shared_from_this<Session> {
     if (!env_->route) return Refuse(500, "INTERNAL", "no router");
     auto ex = ex_;
     env_->route(route_, [self = shared_from_this(), ex, gen](RouteResult r) {
-      asio::post(ex, [self, gen, r = std::move(r)]() mutable { self->OnRouted(gen, std::move(r)); });
+      asio::post(ex,
+                 [self, gen, r = std::move(r)]() mutable { self->OnRouted(gen, std::move(r)); });
     });
   }
 
@@ -317,31 +331,33 @@ class Session : public std::enable_shared_from_this<Session> {
                                        : asio::ip::address(asio::ip::address_v6::loopback()),
                      port_);
     uint64_t gen = route_gen_;
-    stream->async_connect(ep, [self = shared_from_this(), stream, attempt, first_error, gen](error_code ec) {
-      if (self->finished_ || gen != self->route_gen_) return;
-      if (ec == beast::error::timeout) {
-        return self->Refuse(502, "UPSTREAM_UNREACHABLE",
-                            "sandbox " + self->upstream_.sandbox_id + ": connecting to port " +
-                                std::to_string(self->port_) + " timed out");
-      }
-      if (ec) {
-        if (attempt == 0) return self->Connect(1, ec);
-        return self->ConnectFailed(first_error ? first_error : ec);
-      }
-      error_code ignored;
-      stream->socket().set_option(tcp::no_delay(true), ignored);
-      stream->expires_never();
-      auto c = std::make_shared<Conn>(std::move(*stream));
-      c->buf.reserve(kBodyChunk);
-      c->key = self->route_;
-      self->up_ = std::move(c);
-      self->SendRequestHead();
-    });
+    stream->async_connect(
+        ep, [self = shared_from_this(), stream, attempt, first_error, gen](error_code ec) {
+          if (self->finished_ || gen != self->route_gen_) return;
+          if (ec == beast::error::timeout) {
+            return self->Refuse(502, "UPSTREAM_UNREACHABLE",
+                                "sandbox " + self->upstream_.sandbox_id + ": connecting to port " +
+                                    std::to_string(self->port_) + " timed out");
+          }
+          if (ec) {
+            if (attempt == 0) return self->Connect(1, ec);
+            return self->ConnectFailed(first_error ? first_error : ec);
+          }
+          error_code ignored;
+          stream->socket().set_option(tcp::no_delay(true), ignored);
+          stream->expires_never();
+          auto c = std::make_shared<Conn>(std::move(*stream));
+          c->buf.reserve(kBodyChunk);
+          c->key = self->route_;
+          self->up_ = std::move(c);
+          self->SendRequestHead();
+        });
   }
 
   void ConnectFailed(error_code ec) {
-    std::string what = ec == asio::error::connection_refused ? "nothing listens on port " + std::to_string(port_)
-                                                             : "port " + std::to_string(port_) + ": " + ec.message();
+    std::string what = ec == asio::error::connection_refused
+                           ? "nothing listens on port " + std::to_string(port_)
+                           : "port " + std::to_string(port_) + ": " + ec.message();
     Refuse(502, "UPSTREAM_UNREACHABLE", "sandbox " + upstream_.sandbox_id + ": " + what);
   }
 
@@ -355,9 +371,10 @@ class Session : public std::enable_shared_from_this<Session> {
   // just as we reused it: send again once, on a new connection, when
   // nothing of the request body or the response was consumed yet.
   bool Retryable(const std::shared_ptr<Conn>& c, error_code ec) const {
-    if (!c->reused || retried_ || c->buf.size() != 0 || req_framing_ != Framing::kNone) return false;
-    return ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
-           ec == asio::error::broken_pipe;
+    if (!c->reused || retried_ || c->buf.size() != 0 || req_framing_ != Framing::kNone)
+      return false;
+    return ec == http::error::end_of_stream || ec == asio::error::eof ||
+           ec == asio::error::connection_reset || ec == asio::error::broken_pipe;
   }
 
   void Retry() {
@@ -372,23 +389,24 @@ class Session : public std::enable_shared_from_this<Session> {
   void SendRequestHead() {
     auto c = up_;
     c->s.expires_after(env_->idle_timeout);
-    asio::async_write(c->s, asio::buffer(up_head_), [self = shared_from_this(), c](error_code ec, size_t) {
-      if (self->finished_ || c != self->up_) return;
-      if (ec) {
-        if (self->Retryable(c, ec)) return self->Retry();
-        return self->Refuse(502, "UPSTREAM_CLOSED", "sandbox " + self->upstream_.sandbox_id +
-                                                        ": the service on port " + std::to_string(self->port_) +
-                                                        " closed the connection");
-      }
-      if (self->req_framing_ != Framing::kNone) {
-        self->req_state_ = ReqBody::kPumping;
-        self->PumpRequestBody();
-      } else {
-        self->req_state_ = ReqBody::kDone;
-        self->ArmResponseDeadline();
-      }
-      self->ReadResponseHeader();
-    });
+    asio::async_write(
+        c->s, asio::buffer(up_head_), [self = shared_from_this(), c](error_code ec, size_t) {
+          if (self->finished_ || c != self->up_) return;
+          if (ec) {
+            if (self->Retryable(c, ec)) return self->Retry();
+            return self->Refuse(502, "UPSTREAM_CLOSED",
+                                "sandbox " + self->upstream_.sandbox_id + ": the service on port " +
+                                    std::to_string(self->port_) + " closed the connection");
+          }
+          if (self->req_framing_ != Framing::kNone) {
+            self->req_state_ = ReqBody::kPumping;
+            self->PumpRequestBody();
+          } else {
+            self->req_state_ = ReqBody::kDone;
+            self->ArmResponseDeadline();
+          }
+          self->ReadResponseHeader();
+        });
   }
 
   void PumpRequestBody() {
@@ -397,8 +415,9 @@ class Session : public std::enable_shared_from_this<Session> {
     body.data = req_body_.data();
     body.size = req_body_.size();
     down_.ExpiresAfter(env_->idle_timeout);
-    http::async_read_some(down_, down_buf_, *req_,
-                          [self = shared_from_this()](error_code ec, size_t) { self->OnRequestBodyRead(ec); });
+    http::async_read_some(
+        down_, down_buf_, *req_,
+        [self = shared_from_this()](error_code ec, size_t) { self->OnRequestBodyRead(ec); });
   }
 
   void OnRequestBodyRead(error_code ec) {
@@ -431,20 +450,21 @@ class Session : public std::enable_shared_from_this<Session> {
     if (req_out_.empty()) return done ? RequestBodySent() : PumpRequestBody();
     auto c = up_;
     c->s.expires_after(env_->idle_timeout);
-    asio::async_write(c->s, asio::buffer(req_out_), [self = shared_from_this(), c, done](error_code ec, size_t) {
-      if (self->finished_ || self->refusing_ || c != self->up_) return;
-      if (ec) {
-        // The service stopped reading (it may have answered already, or
-        // be about to): stop reading the client, let the response decide.
-        self->req_state_ = ReqBody::kFailed;
-        self->close_after_ = true;
-        self->up_keep_ = false;
-        self->ArmResponseDeadline();
-        return self->ExchangeStep();
-      }
-      if (done) return self->RequestBodySent();
-      self->PumpRequestBody();
-    });
+    asio::async_write(c->s, asio::buffer(req_out_),
+                      [self = shared_from_this(), c, done](error_code ec, size_t) {
+                        if (self->finished_ || self->refusing_ || c != self->up_) return;
+                        if (ec) {
+                          // The service stopped reading (it may have answered already, or
+                          // be about to): stop reading the client, let the response decide.
+                          self->req_state_ = ReqBody::kFailed;
+                          self->close_after_ = true;
+                          self->up_keep_ = false;
+                          self->ArmResponseDeadline();
+                          return self->ExchangeStep();
+                        }
+                        if (done) return self->RequestBodySent();
+                        self->PumpRequestBody();
+                      });
   }
 
   void RequestBodySent() {
@@ -483,8 +503,9 @@ class Session : public std::enable_shared_from_this<Session> {
     } else {
       c->s.expires_never();
     }
-    http::async_read_header(c->s, c->buf, *c->res,
-                            [self = shared_from_this(), c](error_code ec, size_t) { self->OnResponseHeader(c, ec); });
+    http::async_read_header(
+        c->s, c->buf, *c->res,
+        [self = shared_from_this(), c](error_code ec, size_t) { self->OnResponseHeader(c, ec); });
   }
 
   void OnResponseHeader(const std::shared_ptr<Conn>& c, error_code ec) {
@@ -493,15 +514,18 @@ class Session : public std::enable_shared_from_this<Session> {
       timer_.cancel();
       if (c->timed_out || ec == beast::error::timeout) {
         return Refuse(504, "UPSTREAM_TIMEOUT",
-                      "sandbox " + upstream_.sandbox_id + ": the service on port " + std::to_string(port_) +
-                          " did not answer within " + std::to_string(env_->response_timeout.count() / 1000) + " s");
+                      "sandbox " + upstream_.sandbox_id + ": the service on port " +
+                          std::to_string(port_) + " did not answer within " +
+                          std::to_string(env_->response_timeout.count() / 1000) + " s");
       }
       if (Retryable(c, ec)) return Retry();
-      bool closed = ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset;
+      bool closed = ec == http::error::end_of_stream || ec == asio::error::eof ||
+                    ec == asio::error::connection_reset;
       return Refuse(502, closed ? "UPSTREAM_CLOSED" : "BAD_UPSTREAM_RESPONSE",
-                    "sandbox " + upstream_.sandbox_id + ": the service on port " + std::to_string(port_) +
-                        (closed ? " closed the connection without answering" : " sent a malformed response (" +
-                                                                                   ec.message() + ")"));
+                    "sandbox " + upstream_.sandbox_id + ": the service on port " +
+                        std::to_string(port_) +
+                        (closed ? " closed the connection without answering"
+                                : " sent a malformed response (" + ec.message() + ")"));
     }
     auto& res = c->res->get();
     unsigned status = res.result_int();
@@ -512,7 +536,8 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (status / 100 == 1) {  // interim (100 Continue, 103 Early Hints)
       if (client_http10_) return ReadResponseHeader();
-      res_out_ = "HTTP/1.1 " + std::to_string(status) + " " + std::string(ReasonText(status)) + "\r\n";
+      res_out_ =
+          "HTTP/1.1 " + std::to_string(status) + " " + std::string(ReasonText(status)) + "\r\n";
       std::string_view connection = res[http::field::connection];
       for (auto const& f : res) {
         if (IsHopByHop(f.name()) || ListedIn(connection, f.name_string())) continue;
@@ -521,12 +546,13 @@ class Session : public std::enable_shared_from_this<Session> {
       res_out_.append("\r\n");
       down_.ExpiresAfter(env_->idle_timeout);
       interim_writing_ = true;
-      asio::async_write(down_, asio::buffer(res_out_), [self = shared_from_this(), c](error_code ec, size_t) {
-        self->interim_writing_ = false;
-        if (self->finished_ || c != self->up_) return;
-        if (ec) return self->Finish();
-        self->ReadResponseHeader();
-      });
+      asio::async_write(down_, asio::buffer(res_out_),
+                        [self = shared_from_this(), c](error_code ec, size_t) {
+                          self->interim_writing_ = false;
+                          if (self->finished_ || c != self->up_) return;
+                          if (ec) return self->Finish();
+                          self->ReadResponseHeader();
+                        });
       return;
     }
     timer_.cancel();
@@ -545,26 +571,30 @@ class Session : public std::enable_shared_from_this<Session> {
     } else if (cl) {
       res_framing_ = Framing::kLength;
     } else if (!client_http10_) {
-      res_framing_ = Framing::kChunked;  // chunked, or close-delimited re-framed so the client connection lives on
+      res_framing_ = Framing::kChunked;  // chunked, or close-delimited re-framed so the client
+                                         // connection lives on
     } else {
       res_framing_ = Framing::kEof;
     }
     // Answered while the body still flows (or failed to): close after, the
     // connection would be out of step.
-    if (client_close_ || res_framing_ == Framing::kEof || req_state_ != ReqBody::kDone) close_after_ = true;
+    if (client_close_ || res_framing_ == Framing::kEof || req_state_ != ReqBody::kDone)
+      close_after_ = true;
     if (!c->res->keep_alive() || eof_in || upgrade_) up_keep_ = false;
 
     std::string_view connection = res[http::field::connection];
     std::string& h = res_out_;
     h.clear();
     h.append("HTTP/1.1 ").append(std::to_string(status)).append(" ");
-    h.append(res.reason().empty() ? std::string_view(ReasonText(status)) : res.reason()).append("\r\n");
+    h.append(res.reason().empty() ? std::string_view(ReasonText(status)) : res.reason())
+        .append("\r\n");
     for (auto const& f : res) {
       http::field name = f.name();
       if (name == http::field::content_length) {
         if (res_framing_ != Framing::kLength && res_framing_ != Framing::kNone) continue;
       } else if (name == http::field::transfer_encoding) {
-        if (res_framing_ != Framing::kNone || client_http10_) continue;  // informative on a bodiless answer
+        if (res_framing_ != Framing::kNone || client_http10_)
+          continue;  // informative on a bodiless answer
       } else if (IsHopByHop(name) || ListedIn(connection, f.name_string())) {
         continue;
       }
@@ -581,19 +611,20 @@ class Session : public std::enable_shared_from_this<Session> {
       auto took = TakeBuffered(c);
       if (!took) {
         res_started_ = false;
-        return Refuse(502, "BAD_UPSTREAM_RESPONSE", "sandbox " + upstream_.sandbox_id +
-                                                        ": the service sent a malformed body (" +
-                                                        took.error().message() + ")");
+        return Refuse(502, "BAD_UPSTREAM_RESPONSE",
+                      "sandbox " + upstream_.sandbox_id + ": the service sent a malformed body (" +
+                          took.error().message() + ")");
       }
       done = *took;
     }
     down_.ExpiresAfter(env_->idle_timeout);
-    asio::async_write(down_, asio::buffer(res_out_), [self = shared_from_this(), c, done](error_code ec, size_t) {
-      if (self->finished_ || c != self->up_) return;
-      if (ec) return self->Finish();
-      if (done) return self->ResponseDone();
-      self->PumpResponseBody(c);
-    });
+    asio::async_write(down_, asio::buffer(res_out_),
+                      [self = shared_from_this(), c, done](error_code ec, size_t) {
+                        if (self->finished_ || c != self->up_) return;
+                        if (ec) return self->Finish();
+                        if (done) return self->ResponseDone();
+                        self->PumpResponseBody(c);
+                      });
   }
 
   // Parses what is buffered of the response body (no I/O) and appends it,
@@ -640,8 +671,9 @@ class Session : public std::enable_shared_from_this<Session> {
     // long; the service's connection ends with its sandbox, and the client
     // can always close.
     c->s.expires_never();
-    http::async_read_some(c->s, c->buf, *c->res,
-                          [self = shared_from_this(), c](error_code ec, size_t) { self->OnResponseBodyRead(c, ec); });
+    http::async_read_some(
+        c->s, c->buf, *c->res,
+        [self = shared_from_this(), c](error_code ec, size_t) { self->OnResponseBodyRead(c, ec); });
   }
 
   void OnResponseBodyRead(const std::shared_ptr<Conn>& c, error_code ec) {
@@ -649,8 +681,8 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec == http::error::need_buffer) ec = {};
     if (ec) {
       // The status line is out: truncation (closing) is all we can signal.
-      spdlog::debug("ingress {}: response body from port {} ended early: {}", upstream_.sandbox_id, port_,
-                    ec.message());
+      spdlog::debug("ingress {}: response body from port {} ended early: {}", upstream_.sandbox_id,
+                    port_, ec.message());
       return Finish();
     }
     size_t n = c->body.size() - c->res->get().body().size;
@@ -659,17 +691,19 @@ class Session : public std::enable_shared_from_this<Session> {
     AppendFramed(res_out_, c->body.data(), n, done);
     if (res_out_.empty()) return done ? ResponseDone() : PumpResponseBody(c);
     down_.ExpiresAfter(env_->idle_timeout);
-    asio::async_write(down_, asio::buffer(res_out_), [self = shared_from_this(), c, done](error_code ec, size_t) {
-      if (self->finished_ || c != self->up_) return;
-      if (ec) return self->Finish();
-      if (done) return self->ResponseDone();
-      self->PumpResponseBody(c);
-    });
+    asio::async_write(down_, asio::buffer(res_out_),
+                      [self = shared_from_this(), c, done](error_code ec, size_t) {
+                        if (self->finished_ || c != self->up_) return;
+                        if (ec) return self->Finish();
+                        if (done) return self->ResponseDone();
+                        self->PumpResponseBody(c);
+                      });
   }
 
   void ResponseDone() {
     res_done_ = true;
-    spdlog::debug("ingress {} {} {} → {}", host_header_, req_->get().method_string(), target_, status_);
+    spdlog::debug("ingress {} {} {} → {}", host_header_, req_->get().method_string(), target_,
+                  status_);
     ExchangeStep();
   }
 
@@ -693,8 +727,10 @@ class Session : public std::enable_shared_from_this<Session> {
   void StartTunnel(const std::shared_ptr<Conn>& c) {
     auto& res = c->res->get();
     std::string head = "HTTP/1.1 101 ";
-    head.append(res.reason().empty() ? std::string_view("Switching Protocols") : res.reason()).append("\r\n");
-    for (auto const& f : res) head.append(f.name_string()).append(": ").append(f.value()).append("\r\n");
+    head.append(res.reason().empty() ? std::string_view("Switching Protocols") : res.reason())
+        .append("\r\n");
+    for (auto const& f : res)
+      head.append(f.name_string()).append(": ").append(f.value()).append("\r\n");
     head.append("\r\n");
     spdlog::debug("ingress {} {} {} → 101", host_header_, req_->get().method_string(), target_);
     down_.ExpiresNever();
@@ -722,20 +758,23 @@ class Session : public std::enable_shared_from_this<Session> {
   // `c` is held only to keep the upgraded connection's state alive.
   void Tunnel(const std::shared_ptr<Conn>& c, const std::shared_ptr<Pipe>& p) {
     if (!p->pending.empty()) {
-      asio::async_write(*p->to, asio::buffer(p->pending), [self = shared_from_this(), c, p](error_code ec, size_t) {
-        if (ec) return self->TunnelEnded();
-        p->pending.clear();
-        self->Tunnel(c, p);
-      });
+      asio::async_write(*p->to, asio::buffer(p->pending),
+                        [self = shared_from_this(), c, p](error_code ec, size_t) {
+                          if (ec) return self->TunnelEnded();
+                          p->pending.clear();
+                          self->Tunnel(c, p);
+                        });
       return;
     }
-    p->from->async_read_some(asio::buffer(p->buf), [self = shared_from_this(), c, p](error_code ec, size_t n) {
-      if (ec) return self->TunnelEnded();
-      asio::async_write(*p->to, asio::buffer(p->buf.data(), n), [self, c, p](error_code ec, size_t) {
-        if (ec) return self->TunnelEnded();
-        self->Tunnel(c, p);
-      });
-    });
+    p->from->async_read_some(asio::buffer(p->buf),
+                             [self = shared_from_this(), c, p](error_code ec, size_t n) {
+                               if (ec) return self->TunnelEnded();
+                               asio::async_write(*p->to, asio::buffer(p->buf.data(), n),
+                                                 [self, c, p](error_code ec, size_t) {
+                                                   if (ec) return self->TunnelEnded();
+                                                   self->Tunnel(c, p);
+                                                 });
+                             });
   }
 
   void TunnelEnded() {
@@ -754,21 +793,25 @@ class Session : public std::enable_shared_from_this<Session> {
     if (res_started_) return Finish();  // a status line is out already
     refusing_ = true;
     if (status >= 500) {
-      spdlog::info("ingress {}: {} {} ({})", host_header_.empty() ? "-" : host_header_, status, code, message);
+      spdlog::info("ingress {}: {} {} ({})", host_header_.empty() ? "-" : host_header_, status,
+                   code, message);
     } else {
-      spdlog::debug("ingress {}: {} {} ({})", host_header_.empty() ? "-" : host_header_, status, code, message);
+      spdlog::debug("ingress {}: {} {} ({})", host_header_.empty() ? "-" : host_header_, status,
+                    code, message);
     }
     CloseUpstream();
     std::string body = "sandboxd ingress: " + message + "\n";
     err_out_ = "HTTP/1.1 " + std::to_string(status) + " " + ReasonText(status) +
-               "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: " + std::to_string(body.size()) +
-               "\r\nX-Sandboxd-Error: " + code + "\r\nConnection: close\r\n\r\n" + (head_ ? std::string() : body);
+               "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: " +
+               std::to_string(body.size()) + "\r\nX-Sandboxd-Error: " + code +
+               "\r\nConnection: close\r\n\r\n" + (head_ ? std::string() : body);
     bool reading = req_state_ == ReqBody::kPumping;  // a body read from the client is pending
     down_.ExpiresAfter(env_->idle_timeout);
-    asio::async_write(down_, asio::buffer(err_out_), [self = shared_from_this(), reading](error_code ec, size_t) {
-      if (ec || reading) return self->Finish();
-      self->ShutdownDownstream();
-    });
+    asio::async_write(down_, asio::buffer(err_out_),
+                      [self = shared_from_this(), reading](error_code ec, size_t) {
+                        if (ec || reading) return self->Finish();
+                        self->ShutdownDownstream();
+                      });
   }
 
   void ShutdownDownstream() {
@@ -807,8 +850,10 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string host_header_, target_, up_head_;
   Framing req_framing_ = Framing::kNone, res_framing_ = Framing::kNone;
   ReqBody req_state_ = ReqBody::kNone;
-  bool client_http10_ = false, client_close_ = false, head_ = false, upgrade_ = false, had_length_ = false;
-  bool res_started_ = false, res_done_ = false, close_after_ = false, up_keep_ = true, retried_ = false;
+  bool client_http10_ = false, client_close_ = false, head_ = false, upgrade_ = false,
+       had_length_ = false;
+  bool res_started_ = false, res_done_ = false, close_after_ = false, up_keep_ = true,
+       retried_ = false;
   unsigned status_ = 0;
 };
 
@@ -828,7 +873,8 @@ void UseSandboxDialers(ProxyEnv& env) {
 
 void ServeConnection(net::AnyStream down, beast::flat_buffer already, std::string client_ip,
                      std::shared_ptr<const ProxyEnv> env) {
-  auto s = std::make_shared<Session>(std::move(down), std::move(already), std::move(client_ip), std::move(env));
+  auto s = std::make_shared<Session>(std::move(down), std::move(already), std::move(client_ip),
+                                     std::move(env));
   s->Start();
 }
 

@@ -69,7 +69,7 @@ struct ProxyEnv {
   std::chrono::milliseconds connect_timeout{5000};    // → 502
   std::chrono::milliseconds response_timeout{60000};  // request sent, no response head yet → 504
   std::chrono::milliseconds header_timeout{30000};    // the client sending a request head
-  std::chrono::milliseconds idle_timeout{60000};      // keep-alive wait; a stalled client read or write
+  std::chrono::milliseconds idle_timeout{60000};  // keep-alive wait; a stalled client read or write
 };
 
 // port_of and socket_for for real sandboxes: procfs (pid_port.h) and

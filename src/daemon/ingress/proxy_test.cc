@@ -42,7 +42,8 @@ constexpr const char* kLabel = "sbx-loc-0123456789abcdefghjk";
 class Service {
  public:
   using Handler = std::function<void(tcp::socket&)>;
-  explicit Service(Handler h) : handler_(std::move(h)), acceptor_(io_, tcp::endpoint(asio::ip::address_v4::loopback(), 0)) {
+  explicit Service(Handler h)
+      : handler_(std::move(h)), acceptor_(io_, tcp::endpoint(asio::ip::address_v4::loopback(), 0)) {
     port_ = acceptor_.local_endpoint().port();
     thread_ = std::thread([this] {
       for (;;) {
@@ -95,7 +96,8 @@ void Echo(tcp::socket& s) {
     if (ec) return;
     auto req = p.release();
     std::string body = std::string(req.method_string()) + " " + std::string(req.target()) + "\n";
-    for (auto const& f : req) body += std::string(f.name_string()) + ": " + std::string(f.value()) + "\n";
+    for (auto const& f : req)
+      body += std::string(f.name_string()) + ": " + std::string(f.value()) + "\n";
     body += "\n" + req.body();
     http::response<http::string_body> res{http::status::ok, 11};
     res.set("X-Service", "echo");
@@ -118,9 +120,11 @@ struct Fixture : ::testing::Test {
     env->domain = "localhost";
     env->route = [this](const HostRoute& r, std::function<void(RouteResult)> done) {
       std::lock_guard lock(mu);
-      if (r.sandbox_id != kId) return done(std::unexpected(RouteError{404, "SANDBOX_NOT_FOUND", "no sandbox"}));
+      if (r.sandbox_id != kId)
+        return done(std::unexpected(RouteError{404, "SANDBOX_NOT_FOUND", "no sandbox"}));
       auto it = routes.find(r.suffix);
-      if (it == routes.end()) return done(std::unexpected(RouteError{404, "NOT_EXPOSED", "not exposed"}));
+      if (it == routes.end())
+        return done(std::unexpected(RouteError{404, "NOT_EXPOSED", "not exposed"}));
       done(Upstream{kId, nullptr, ExposeTarget{it->second, 0}});
     };
     env->port_of = [](const Upstream& u) -> Result<uint16_t> { return u.target.port; };
@@ -141,7 +145,9 @@ struct Fixture : ::testing::Test {
     std::lock_guard lock(mu);
     routes[suffix] = port;
   }
-  std::string Host(const std::string& suffix) { return std::string(kLabel) + "-" + suffix + ".localhost"; }
+  std::string Host(const std::string& suffix) {
+    return std::string(kLabel) + "-" + suffix + ".localhost";
+  }
 
   tcp::socket Connect() {
     tcp::socket s(io);
@@ -155,8 +161,9 @@ struct Fixture : ::testing::Test {
   asio::io_context io;
 };
 
-http::response<http::string_body> Get(tcp::socket& s, beast::flat_buffer& buf, const std::string& host,
-                                      const std::string& target = "/", bool keep_alive = true) {
+http::response<http::string_body> Get(tcp::socket& s, beast::flat_buffer& buf,
+                                      const std::string& host, const std::string& target = "/",
+                                      bool keep_alive = true) {
   http::request<http::empty_body> req{http::verb::get, target, 11};
   req.set(http::field::host, host);
   req.keep_alive(keep_alive);
@@ -269,9 +276,12 @@ TEST_F(Fixture, MalformedRequests) {
   EXPECT_EQ(send("GET / HTTP/1.1\r\n\r\n"), 400u) << "no Host";
   EXPECT_EQ(send("GET / HTTP/1.1\r\nHost: a.localhost\r\nHost: b.localhost\r\n\r\n"), 400u);
   EXPECT_EQ(send("CONNECT x:1 HTTP/1.1\r\nHost: x:1\r\n\r\n"), 405u);
-  EXPECT_EQ(send("GET / HTTP/1.1\r\nHost: " + Host("1") + "\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+  EXPECT_EQ(send("GET / HTTP/1.1\r\nHost: " + Host("1") +
+                 "\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),
             400u);
-  EXPECT_EQ(send("GET / HTTP/1.1\r\nHost: " + Host("1") + "\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), 501u);
+  EXPECT_EQ(
+      send("GET / HTTP/1.1\r\nHost: " + Host("1") + "\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+      501u);
   EXPECT_EQ(send("GET http://elsewhere/ HTTP/1.1\r\nHost: " + Host("1") + "\r\n\r\n"), 400u);
   EXPECT_EQ(send("garbage\r\n\r\n"), 400u);
 }
@@ -281,7 +291,8 @@ TEST_F(Fixture, ChunkedRequestBodyStreamsThrough) {
   Start();
   Expose("8000", svc.port());
   auto c = Connect();
-  std::string head = "POST /up HTTP/1.1\r\nHost: " + Host("8000") + "\r\nTransfer-Encoding: chunked\r\n\r\n";
+  std::string head =
+      "POST /up HTTP/1.1\r\nHost: " + Host("8000") + "\r\nTransfer-Encoding: chunked\r\n\r\n";
   asio::write(c, asio::buffer(head + "5\r\nhello\r\n"));
   std::this_thread::sleep_for(50ms);
   asio::write(c, asio::buffer(std::string("6\r\n world\r\n0\r\n\r\n")));
@@ -314,7 +325,8 @@ TEST_F(Fixture, ResponsesStreamAsProduced) {
     beast::flat_buffer buf;
     http::request<http::string_body> req;
     http::read(s, buf, req);
-    std::string head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+    std::string head =
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
     auto chunk = [](const std::string& d) {
       char hex[16];
       std::snprintf(hex, sizeof hex, "%zx\r\n", d.size());
@@ -351,7 +363,9 @@ TEST_F(Fixture, CloseDelimitedResponseIsRechunked) {
     beast::flat_buffer buf;
     http::request<http::string_body> req;
     http::read(s, buf, req);
-    asio::write(s, asio::buffer(std::string("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nold school")));
+    asio::write(
+        s,
+        asio::buffer(std::string("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nold school")));
   });
   Start();
   Expose("8000", svc.port());
@@ -390,9 +404,10 @@ TEST_F(Fixture, UpgradeRelaysBytesBothWays) {
     beast::flat_buffer buf;
     http::request<http::string_body> req;
     http::read(s, buf, req);
-    if (req[http::field::upgrade] != "websocket" || req[http::field::connection] != "Upgrade") return;
-    asio::write(s, asio::buffer(std::string(
-                       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nhi")));
+    if (req[http::field::upgrade] != "websocket" || req[http::field::connection] != "Upgrade")
+      return;
+    asio::write(s, asio::buffer(std::string("HTTP/1.1 101 Switching Protocols\r\nUpgrade: "
+                                            "websocket\r\nConnection: Upgrade\r\n\r\nhi")));
     char b[256];
     for (;;) {  // echo, upper-cased
       boost::system::error_code ec;
@@ -406,7 +421,8 @@ TEST_F(Fixture, UpgradeRelaysBytesBothWays) {
   Expose("8000", svc.port());
   auto c = Connect();
   std::string req = "GET /ws HTTP/1.1\r\nHost: " + Host("8000") +
-                    "\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n";
+                    "\r\nUpgrade: websocket\r\nConnection: keep-alive, "
+                    "Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n";
   asio::write(c, asio::buffer(req));
   std::string got;
   char b[1024];
@@ -458,13 +474,15 @@ TEST_F(Fixture, EarlyResponseBeforeTheBodyEnds) {
     beast::flat_buffer buf;
     http::request_parser<http::string_body> p;
     http::read_header(s, buf, p);
-    asio::write(s, asio::buffer(std::string("HTTP/1.1 413 Payload Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nno\n")));
+    asio::write(s, asio::buffer(std::string("HTTP/1.1 413 Payload Too Large\r\nContent-Length: "
+                                            "3\r\nConnection: close\r\n\r\nno\n")));
     std::this_thread::sleep_for(200ms);
   });
   Start();
   Expose("8000", svc.port());
   auto c = Connect();
-  std::string head = "POST / HTTP/1.1\r\nHost: " + Host("8000") + "\r\nContent-Length: 100000\r\n\r\n";
+  std::string head =
+      "POST / HTTP/1.1\r\nHost: " + Host("8000") + "\r\nContent-Length: 100000\r\n\r\n";
   asio::write(c, asio::buffer(head + std::string(1000, 'x')));
   beast::flat_buffer buf;
   http::response<http::string_body> res;

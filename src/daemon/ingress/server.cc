@@ -1,5 +1,7 @@
 #include "daemon/ingress/server.h"
 
+#include <spdlog/spdlog.h>
+
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -7,7 +9,6 @@
 #include <boost/beast/core/buffers_to_string.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <cstring>
-#include <spdlog/spdlog.h>
 
 #include "daemon/net/sniff.h"
 
@@ -45,11 +46,12 @@ class Opening : public std::enable_shared_from_this<Opening> {
 
  private:
   void Read() {
-    stream_.async_read_some(buf_.prepare(4096), [self = shared_from_this()](error_code ec, size_t n) {
-      if (ec) return;  // closed, reset or silent: nothing to answer
-      self->buf_.commit(n);
-      self->OnBytes();
-    });
+    stream_.async_read_some(buf_.prepare(4096),
+                            [self = shared_from_this()](error_code ec, size_t n) {
+                              if (ec) return;  // closed, reset or silent: nothing to answer
+                              self->buf_.commit(n);
+                              self->OnBytes();
+                            });
   }
 
   void OnBytes() {
@@ -59,7 +61,8 @@ class Opening : public std::enable_shared_from_this<Opening> {
       stream_.expires_never();
       return ServeConnection(net::AnyStream(std::move(stream_)), std::move(buf_), client_ip_, env_);
     }
-    if (!opts_.tls) return Close();  // TLS is off: a plain-HTTP error would only confuse a TLS client
+    if (!opts_.tls)
+      return Close();  // TLS is off: a plain-HTTP error would only confuse a TLS client
     auto sniffed = net::Sniff(bytes);
     if (sniffed.kind == net::Sniffed::kNeedMore) return Read();
     if (sniffed.kind != net::Sniffed::kTls) return Close();
@@ -73,8 +76,9 @@ class Opening : public std::enable_shared_from_this<Opening> {
     hello_ = beast::buffers_to_string(buf_.data());
     buf_.clear();
     // The ClientHello was read already: the handshake starts from it.
-    tls_->async_handshake(asio::ssl::stream_base::server, asio::buffer(hello_),
-                          [self = shared_from_this()](error_code ec, size_t used) { self->OnHandshake(ec, used); });
+    tls_->async_handshake(
+        asio::ssl::stream_base::server, asio::buffer(hello_),
+        [self = shared_from_this()](error_code ec, size_t used) { self->OnHandshake(ec, used); });
   }
 
   void OnHandshake(error_code ec, size_t used) {
@@ -112,9 +116,13 @@ class Opening : public std::enable_shared_from_this<Opening> {
 }  // namespace
 
 IngressServer::IngressServer(ServerOptions opts, std::shared_ptr<const ProxyEnv> env)
-    : opts_(std::move(opts)), env_(std::move(env)), io_(opts_.threads), acceptor_(asio::make_strand(io_)) {}
+    : opts_(std::move(opts)),
+      env_(std::move(env)),
+      io_(opts_.threads),
+      acceptor_(asio::make_strand(io_)) {}
 
-Result<std::unique_ptr<IngressServer>> IngressServer::Start(ServerOptions opts, std::shared_ptr<const ProxyEnv> env) {
+Result<std::unique_ptr<IngressServer>> IngressServer::Start(ServerOptions opts,
+                                                            std::shared_ptr<const ProxyEnv> env) {
   if (opts.threads < 1) opts.threads = 1;
   std::unique_ptr<IngressServer> s(new IngressServer(std::move(opts), std::move(env)));
   error_code ec;
@@ -125,7 +133,9 @@ Result<std::unique_ptr<IngressServer>> IngressServer::Start(ServerOptions opts, 
   if (!ec) s->acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) s->acceptor_.bind(ep, ec);
   if (!ec) s->acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return FailMsg("ingress: listening on " + s->opts_.host + ":" + std::to_string(s->opts_.port) + ": " + ec.message());
+  if (ec)
+    return FailMsg("ingress: listening on " + s->opts_.host + ":" + std::to_string(s->opts_.port) +
+                   ": " + ec.message());
   s->endpoint_ = s->acceptor_.local_endpoint(ec);
   s->AcceptNext();  // runs on the threads started below
   for (int i = 0; i < s->opts_.threads; ++i) {
@@ -154,7 +164,8 @@ void IngressServer::AcceptNext() {
   // With several threads each connection gets its own strand, so its
   // handlers never run at once; with one, the io_context is enough (a
   // strand costs a little on every operation).
-  auto ex = opts_.threads > 1 ? asio::any_io_executor(asio::make_strand(io_)) : asio::any_io_executor(io_.get_executor());
+  auto ex = opts_.threads > 1 ? asio::any_io_executor(asio::make_strand(io_))
+                              : asio::any_io_executor(io_.get_executor());
   acceptor_.async_accept(ex, [this](error_code ec, tcp::socket s) {
     if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
     if (!ec) {
@@ -165,7 +176,8 @@ void IngressServer::AcceptNext() {
       spdlog::warn("ingress: accept: {}", ec.message());
       if (ec == asio::error::no_descriptors) {
         // Out of fds: do not spin; try again shortly.
-        auto t = std::make_shared<asio::steady_timer>(acceptor_.get_executor(), std::chrono::milliseconds(100));
+        auto t = std::make_shared<asio::steady_timer>(acceptor_.get_executor(),
+                                                      std::chrono::milliseconds(100));
         t->async_wait([this, t](error_code) { AcceptNext(); });
         return;
       }

@@ -30,7 +30,8 @@ struct ServerOptions {
 class IngressServer {
  public:
   // Binds and starts serving. `env` is shared by every connection.
-  static Result<std::unique_ptr<IngressServer>> Start(ServerOptions opts, std::shared_ptr<const ProxyEnv> env);
+  static Result<std::unique_ptr<IngressServer>> Start(ServerOptions opts,
+                                                      std::shared_ptr<const ProxyEnv> env);
   ~IngressServer();  // Stop()
   IngressServer(const IngressServer&) = delete;
   IngressServer& operator=(const IngressServer&) = delete;

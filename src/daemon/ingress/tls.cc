@@ -15,8 +15,8 @@
 
 #include <algorithm>
 #include <array>
-#include <ctime>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 
 namespace sandboxd::ingress {
@@ -73,7 +73,8 @@ bool AddConfExt(X509* cert, X509* issuer, int nid, const char* value) {
 }
 
 bool AddName(X509_NAME* name, const char* field, const std::string& value) {
-  return X509_NAME_add_entry_by_txt(name, field, MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(value.data()),
+  return X509_NAME_add_entry_by_txt(name, field, MBSTRING_UTF8,
+                                    reinterpret_cast<const unsigned char*>(value.data()),
                                     static_cast<int>(value.size()), -1, 0) == 1;
 }
 
@@ -94,8 +95,8 @@ GENERAL_NAME* AnyIp(size_t len) {
   Ptr<GENERAL_NAME> gn(GENERAL_NAME_new());
   ASN1_OCTET_STRING* s = ASN1_OCTET_STRING_new();
   if (!gn || !s ||
-      ASN1_OCTET_STRING_set(s, reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<int>(bytes.size())) !=
-          1) {
+      ASN1_OCTET_STRING_set(s, reinterpret_cast<const unsigned char*>(bytes.data()),
+                            static_cast<int>(bytes.size())) != 1) {
     ASN1_OCTET_STRING_free(s);
     return nullptr;
   }
@@ -129,8 +130,8 @@ std::string PemOf(X509* cert) {
   return std::string(data, static_cast<size_t>(n));
 }
 
-int SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in, unsigned int inlen,
-               void*) {
+int SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+               unsigned int inlen, void*) {
   static constexpr std::string_view kHttp11 = "http/1.1";
   for (unsigned int i = 0; i < inlen;) {
     unsigned int len = in[i];
@@ -149,7 +150,8 @@ std::shared_ptr<ssl::context> NewServerContext() {
   auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
   SSL_CTX* h = ctx->native_handle();
   SSL_CTX_set_min_proto_version(h, TLS1_2_VERSION);
-  SSL_CTX_set_options(h, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+  SSL_CTX_set_options(
+      h, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
   SSL_CTX_set_alpn_select_cb(h, SelectAlpn, nullptr);
   return ctx;
 }
@@ -181,7 +183,8 @@ Status WriteFileAtomic(const std::string& path, const std::string& data, mode_t 
 
 Result<std::string> KeyPem(EVP_PKEY* key) {
   Ptr<BIO> bio(BIO_new(BIO_s_mem()));
-  if (!bio || PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr) != 1) {
+  if (!bio ||
+      PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr) != 1) {
     return Fail(SslError("ingress CA: key PEM"));
   }
   char* data = nullptr;
@@ -207,7 +210,8 @@ Status CreateCa(const std::string& domain, Ptr<EVP_PKEY>& key, Ptr<X509>& cert) 
   std::snprintf(hex, sizeof hex, "%02x%02x%02x%02x", tag[0], tag[1], tag[2], tag[3]);
   std::string cn = "sandboxd ingress CA " + std::string(hex) + " " + domain.substr(0, 30);
   X509_NAME* name = X509_get_subject_name(c);
-  if (!AddName(name, "O", "sandboxd") || !AddName(name, "CN", cn)) return Fail(SslError("ingress CA: name"));
+  if (!AddName(name, "O", "sandboxd") || !AddName(name, "CN", cn))
+    return Fail(SslError("ingress CA: name"));
   X509_set_issuer_name(c, name);
   if (!AddConfExt(c, c, NID_basic_constraints, "critical,CA:TRUE,pathlen:0") ||
       !AddConfExt(c, c, NID_key_usage, "critical,keyCertSign,cRLSign") ||
@@ -218,7 +222,8 @@ Status CreateCa(const std::string& domain, Ptr<EVP_PKEY>& key, Ptr<X509>& cert) 
   Ptr<NAME_CONSTRAINTS> nc(NAME_CONSTRAINTS_new());
   // The domain and every name under it; no IP address at all.
   bool ok = nc && PushSubtree(&nc->permittedSubtrees, DnsName(domain)) &&
-            PushSubtree(&nc->excludedSubtrees, AnyIp(4)) && PushSubtree(&nc->excludedSubtrees, AnyIp(16));
+            PushSubtree(&nc->excludedSubtrees, AnyIp(4)) &&
+            PushSubtree(&nc->excludedSubtrees, AnyIp(16));
   if (!ok || X509_add1_ext_i2d(c, NID_name_constraints, nc.get(), 1, X509V3_ADD_DEFAULT) != 1) {
     return Fail(SslError("ingress CA: name constraints"));
   }
@@ -226,7 +231,8 @@ Status CreateCa(const std::string& domain, Ptr<EVP_PKEY>& key, Ptr<X509>& cert) 
   return {};
 }
 
-Status LoadCa(const std::string& cert_path, const std::string& key_path, Ptr<EVP_PKEY>& key, Ptr<X509>& cert) {
+Status LoadCa(const std::string& cert_path, const std::string& key_path, Ptr<EVP_PKEY>& key,
+              Ptr<X509>& cert) {
   Ptr<FILE> cf(std::fopen(cert_path.c_str(), "re"));
   if (!cf) return FailErrno("open " + cert_path);
   cert.reset(PEM_read_X509(cf.get(), nullptr, nullptr, nullptr));
@@ -259,11 +265,13 @@ Result<std::shared_ptr<TlsProvider>> TlsProvider::FromFiles(const std::string& c
   if (SSL_CTX_use_PrivateKey_file(h, key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
     return Fail(SslError("ingress TLS key " + key_file));
   }
-  if (SSL_CTX_check_private_key(h) != 1) return Fail(SslError(key_file + " does not match " + cert_chain_file));
+  if (SSL_CTX_check_private_key(h) != 1)
+    return Fail(SslError(key_file + " does not match " + cert_chain_file));
   return p;
 }
 
-Result<std::shared_ptr<TlsProvider>> TlsProvider::LocalCa(const std::string& dir, const std::string& domain) {
+Result<std::shared_ptr<TlsProvider>> TlsProvider::LocalCa(const std::string& dir,
+                                                          const std::string& domain) {
   std::shared_ptr<TlsProvider> p(new TlsProvider());
   p->domain_ = domain;
   std::string base = dir + "/ingress-ca-" + domain;
@@ -308,9 +316,10 @@ Result<std::shared_ptr<ssl::context>> TlsProvider::ContextFor(std::string_view s
   if (host.ends_with('.')) host.pop_back();
   bool under = host == domain_ || (host.size() > domain_.size() + 1 && host.ends_with(domain_) &&
                                    host[host.size() - domain_.size() - 1] == '.');
-  bool valid = under && host.size() <= 253 && std::all_of(host.begin(), host.end(), [](char c) {
-                 return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_';
-               });
+  bool valid =
+      under && host.size() <= 253 && std::all_of(host.begin(), host.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_';
+      });
   if (!valid) host = domain_;
   {
     std::lock_guard lock(mu_);
@@ -337,7 +346,8 @@ Result<std::shared_ptr<ssl::context>> TlsProvider::Mint(const std::string& host)
   }
   X509_set_pubkey(l, key.get());
   X509_NAME* name = X509_get_subject_name(l);
-  if (!AddName(name, "O", "sandboxd ingress") || (host.size() <= 64 && !AddName(name, "CN", host))) {
+  if (!AddName(name, "O", "sandboxd ingress") ||
+      (host.size() <= 64 && !AddName(name, "CN", host))) {
     return Fail(SslError("leaf for " + host + ": name"));
   }
   X509_set_issuer_name(l, X509_get_subject_name(cert_));
@@ -355,7 +365,8 @@ Result<std::shared_ptr<ssl::context>> TlsProvider::Mint(const std::string& host)
       !AddConfExt(l, cert_, NID_authority_key_identifier, "keyid:always")) {
     return Fail(SslError("leaf for " + host + ": extensions"));
   }
-  if (X509_sign(l, key_, EVP_sha256()) == 0) return Fail(SslError("leaf for " + host + ": signing"));
+  if (X509_sign(l, key_, EVP_sha256()) == 0)
+    return Fail(SslError("leaf for " + host + ": signing"));
   auto ctx = NewServerContext();
   SSL_CTX* h = ctx->native_handle();
   if (SSL_CTX_use_certificate(h, l) != 1 || SSL_CTX_use_PrivateKey(h, key.get()) != 1 ||

@@ -32,7 +32,8 @@ class TlsProvider {
                                                         const std::string& key_file);
   // Loads <dir>/ingress-ca-<domain>.{pem,key}, or creates them (key 0600)
   // when neither exists. A CA past its validity is replaced.
-  static Result<std::shared_ptr<TlsProvider>> LocalCa(const std::string& dir, const std::string& domain);
+  static Result<std::shared_ptr<TlsProvider>> LocalCa(const std::string& dir,
+                                                      const std::string& domain);
   ~TlsProvider();
   TlsProvider(const TlsProvider&) = delete;
   TlsProvider& operator=(const TlsProvider&) = delete;

@@ -54,7 +54,7 @@ TEST(IngressTls, LocalCaIsCreatedOnceAndReused) {
   auto a = TlsProvider::LocalCa(d.path(), "localhost");
   ASSERT_TRUE(a) << a.error().message;
   EXPECT_EQ((*a)->ca_path(), d.path() + "/ingress-ca-localhost.pem");
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::stat((d.path() + "/ingress-ca-localhost.key").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   auto b = TlsProvider::LocalCa(d.path(), "localhost");
@@ -93,7 +93,8 @@ TEST(IngressTls, CaIsNameConstrained) {
   ASSERT_TRUE(p);
   X509* ca = CaOf(**p);
   int crit = 0;
-  auto* nc = static_cast<NAME_CONSTRAINTS*>(X509_get_ext_d2i(ca, NID_name_constraints, &crit, nullptr));
+  auto* nc =
+      static_cast<NAME_CONSTRAINTS*>(X509_get_ext_d2i(ca, NID_name_constraints, &crit, nullptr));
   ASSERT_NE(nc, nullptr);
   EXPECT_EQ(crit, 1);
   ASSERT_EQ(sk_GENERAL_SUBTREE_num(nc->permittedSubtrees), 1);
@@ -114,7 +115,8 @@ TEST(IngressTls, FromFiles) {
   PEM_write_X509(f, SSL_CTX_get0_certificate((*ctx)->native_handle()));
   std::fclose(f);
   f = std::fopen(key.c_str(), "w");
-  PEM_write_PrivateKey(f, SSL_CTX_get0_privatekey((*ctx)->native_handle()), nullptr, nullptr, 0, nullptr, nullptr);
+  PEM_write_PrivateKey(f, SSL_CTX_get0_privatekey((*ctx)->native_handle()), nullptr, nullptr, 0,
+                       nullptr, nullptr);
   std::fclose(f);
   auto files = TlsProvider::FromFiles(cert, key);
   ASSERT_TRUE(files) << files.error().message;
