@@ -29,6 +29,7 @@ token=$("$daemon" token create --org bench --data-dir "$data" | tail -n 1)
 agent_args=()
 [[ -n "${AGENT:-}" ]] && agent_args=(--agent "$AGENT")
 "$daemon" serve --listen 127.0.0.1:0 --data-dir "$data" --log-level warn --ingress-listen 127.0.0.1:0 \
+  --isolation namespaces \
   "${agent_args[@]}" >"$data/out" 2>"$data/err" &
 daemon_pid=$!
 cleanup() { kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null; rm -rf "$data"; }

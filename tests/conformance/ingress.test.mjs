@@ -15,7 +15,9 @@ import { useDaemon, dtest, waitFor, withTimeout } from "../lib/harness.mjs";
 
 const d = useDaemon({
   orgs: ["a", "b"],
-  extraArgs: ["--ingress-listen", "127.0.0.1:0", "--ingress-response-timeout", "2s"],
+  // The ingress reaches namespaces sandboxes only (docs/api.md), whatever
+  // backend `auto` or SANDBOXD_ISOLATION would pick.
+  extraArgs: ["--ingress-listen", "127.0.0.1:0", "--ingress-response-timeout", "2s", "--isolation", "namespaces"],
 });
 
 // *.localhost does not resolve everywhere: every name goes to loopback.

@@ -41,8 +41,12 @@ RouteFn ManagerRouter(boost::asio::io_context& loop, core::Manager& mgr);
 
 // Validates `flags` (errors say which flag), prepares TLS (creating the
 // local CA in `data_dir` on first use) and starts the listener. Not for an
-// empty `flags.listen`.
+// empty `flags.listen`. `isolation`: the backend's name; the ingress dials
+// into a sandbox's network namespace, which reaches the services of
+// "namespaces" sandboxes only, so with any other backend expose/http
+// answers 501 (the listener still runs: `auto` may pick either).
 Result<DaemonIngress> StartDaemonIngress(const IngressFlags& flags, const std::string& data_dir,
-                                         boost::asio::io_context& loop, core::Manager& mgr);
+                                         std::string_view isolation, boost::asio::io_context& loop,
+                                         core::Manager& mgr);
 
 }  // namespace sandboxd::ingress

@@ -52,6 +52,9 @@ core::ApiResult<json> ExposeHttpRest(ExposureSet& set, std::string_view sandbox_
         409, "INGRESS_DISABLED",
         "this server runs without an HTTP ingress (start it with --ingress-listen)"});
   }
+  if (!naming->unsupported.empty()) {
+    return std::unexpected(core::ApiError{501, "INGRESS_UNSUPPORTED", naming->unsupported});
+  }
   json b = body.empty() ? json::object() : json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (b.is_discarded() || !b.is_object()) {
     return std::unexpected(

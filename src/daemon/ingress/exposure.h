@@ -35,6 +35,8 @@ struct Naming {
   std::string domain = "localhost";  // normalised (lower case, no trailing dot)
   uint16_t public_port = 0;          // port in the names we hand out; 0 or 443: none
   bool tls = true;                   // scheme of the "url" we report (the SDK always says https)
+  // Why sandboxes of this daemon cannot be exposed ("" when they can).
+  std::string unsupported;
 };
 
 // The part of a Host header the ingress routes on.

@@ -82,6 +82,9 @@ TEST(ExposeApi, RestAndRpc) {
   ExposureSet s;
   Naming n{"localhost", 4443, true};
   EXPECT_EQ(ExposeHttpRest(s, kId, 0, std::nullopt, "{}").error().code, "INGRESS_DISABLED");
+  Naming vm = n;
+  vm.unsupported = "not with microvm";
+  EXPECT_EQ(ExposeHttpRest(s, kId, 0, vm, "{}").error().status, 501);
   EXPECT_EQ(ExposeHttpRest(s, kId, 0, n, "[1]").error().status, 400);
   EXPECT_EQ(ExposeHttpRest(s, kId, 0, n, R"({"port": 0})").error().status, 400);
   EXPECT_EQ(ExposeHttpRest(s, kId, 0, n, R"({"port": 1, "pid": 2})").error().status, 400);
