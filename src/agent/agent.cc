@@ -15,6 +15,8 @@
 #include <algorithm>
 #include <deque>
 #include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 
 #include <nlohmann/json.hpp>
@@ -409,12 +411,15 @@ void Agent::HandleSpawn(uint64_t id, const json& msg) {
       return RespondErr(id, Error{EBUSY, "channel " + std::to_string(ch) + " is in use"});
     }
   }
+  // Before the fork: an OOM kill of the new process must count as its own.
+  const uint64_t oom_kills = OomKills();
   auto child = StartChild(*req);
   if (!child) return RespondErr(id, child.error().Wrap("spawn '" + req->argv[0] + "'"));
 
   pid_t pid = child->pid;
   Process proc;
   proc.request_id = id;
+  proc.oom_kills_at_spawn = oom_kills;
   proc.channels[0] = req->stdin_channel;
   proc.channels[1] = req->stdout_channel;
   proc.channels[2] = req->stderr_channel;
@@ -777,13 +782,30 @@ void Agent::Reap() {
     if (it->second.started) {
       int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
       int code = sig != 0 ? 128 + sig : WEXITSTATUS(status);
-      SendControl(json{{"event", "exit"}, {"pid", pid}, {"code", code}, {"signal", sig}});
+      json ev{{"event", "exit"}, {"pid", pid}, {"code", code}, {"signal", sig}};
+      if (sig == SIGKILL && !oom_events_.empty() && OomKills() > it->second.oom_kills_at_spawn) {
+        ev["oom"] = true;
+      }
+      SendControl(ev);
     }
     procs_.erase(it);
   }
 }
 
 void Agent::OnExecStatus(pid_t pid) { ResolveExec(pid, /*child_gone=*/false); }
+
+uint64_t Agent::OomKills() const {
+  if (oom_events_.empty()) return 0;
+  UniqueFd fd(::open(oom_events_.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return 0;
+  char buf[512];
+  ssize_t n = ::read(fd.get(), buf, sizeof buf - 1);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  // "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n..."
+  const char* at = std::strstr(buf, "oom_kill ");
+  return at ? std::strtoull(at + 9, nullptr, 10) : 0;
+}
 
 void Agent::ResolveExec(pid_t pid, bool child_gone) {
   auto it = procs_.find(pid);

@@ -44,6 +44,13 @@ class Agent {
   Agent& operator=(const Agent&) = delete;
   ~Agent();
 
+  // `memory_events` is the memory.events file of a cgroup (v2) holding every
+  // process the agent starts. When set, the exit event of a process killed by
+  // SIGKILL while that cgroup's oom_kill count rose carries "oom": true. The
+  // microVM's agent uses it: OOM kills there happen in the guest's kernel,
+  // where the daemon cannot count them. Call before Run().
+  void SetOomKillCounter(std::string memory_events) { oom_events_ = std::move(memory_events); }
+
   // Serves the link until it closes or fails, or a termination signal
   // arrives; then SIGKILLs every process group it started (everything, when
   // PID 1), reaps them for a bounded time and returns the exit status.
@@ -84,6 +91,7 @@ class Agent {
     // or the terminal is hung up.
     uint64_t terminal = 0;
     UniqueFd pty_master;
+    uint64_t oom_kills_at_spawn = 0;  // see SetOomKillCounter
   };
 
   // A channel the agent writes from a worker (readFile, walk, expandGlob).
@@ -184,6 +192,8 @@ class Agent {
   std::unordered_map<uint32_t, FileOut> file_outs_;
   std::vector<uint32_t> file_outs_ready_;  // have queued bytes or finished
   std::unordered_map<uint32_t, FileIn> file_ins_;
+  std::string oom_events_;  // SetOomKillCounter; empty: not reported
+  uint64_t OomKills() const;
 };
 
 }  // namespace sandboxd::agent

@@ -6,15 +6,18 @@
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/reboot.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -51,6 +54,9 @@ void SleepMs(int ms) {
   }
 }
 
+// /dev/kmsg, opened while the boot /dev is there; kept (CLOEXEC) for Kmsg.
+int g_kmsg = -1;
+
 // A line for the kernel log (seen on a debug console, `dmesg` in the guest)
 // and for stderr. Without a console, stderr is /dev/null.
 void Kmsg(int level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -61,15 +67,14 @@ void Kmsg(int level, const char* fmt, ...) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   Log("%s", msg);
-  int fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0) return;
+  if (g_kmsg < 0) return;
   char line[1000];
   int n = snprintf(line, sizeof line, "<%d>sandbox-agent: %s\n", level, msg);
   if (n > 0) {
-    ssize_t ignored = write(fd, line, std::min<size_t>(static_cast<size_t>(n), sizeof line - 1));
+    ssize_t ignored =
+        write(g_kmsg, line, std::min<size_t>(static_cast<size_t>(n), sizeof line - 1));
     (void)ignored;
   }
-  close(fd);
 }
 
 // PID 1 may start with fds 0-2 closed (no console device). Fill them first,
@@ -143,6 +148,15 @@ Status MountAt(const std::string& source, const char* target, const char* fstype
   if (mount(source.c_str(), target, fstype, flags, data) != 0) {
     return FailErrno("mount " + source + " on " + target +
                      (fstype ? std::string(" (") + fstype + ")" : ""));
+  }
+  return {};
+}
+
+Status WriteFile(const char* path, std::string_view value) {
+  UniqueFd fd(open(path, O_WRONLY | O_CLOEXEC));
+  if (!fd) return FailErrno(std::string("open ") + path);
+  if (write(fd.get(), value.data(), value.size()) != static_cast<ssize_t>(value.size())) {
+    return FailErrno(std::string("write ") + path);
   }
   return {};
 }
@@ -231,7 +245,11 @@ Status MountRoot(const Options& o) {
 // away: move the new root over "/" and chroot into it, after emptying the
 // initramfs so its pages (this binary's included, once it exits) go back.
 Status SwitchRoot() {
-  for (const char* m : {"/dev", "/proc", "/sys"}) {
+  // The devtmpfs (every device of the VM, the disks included) stays behind:
+  // the sandbox gets the namespaces backend's minimal /dev (step 7). Open
+  // fds (the port, fds 0-2) outlive the detach.
+  if (umount2("/dev", MNT_DETACH) != 0) return FailErrno("unmount the boot /dev");
+  for (const char* m : {"/proc", "/sys"}) {
     const std::string target = std::string(kNewRoot) + m;
     SBX_TRY(Mkdir(target.c_str()));
     if (mount(m, target.c_str(), nullptr, MS_MOVE, nullptr) != 0) {
@@ -265,10 +283,27 @@ Status LoopbackUp() {
 
 // Step 7: what the namespaces backend sets up in its mount namespace.
 Status FinishEnvironment(const Options& o) {
+  // The namespaces backend's /dev: these nodes, a private devpts, a tmpfs
+  // /dev/shm and the fd links; no disks, no consoles, no /dev/mem.
+  SBX_TRY(MountAt("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k"));
+  struct Node {
+    const char* path;
+    unsigned major, minor;
+  };
+  for (const Node& n :
+       {Node{"/dev/null", 1, 3}, Node{"/dev/zero", 1, 5}, Node{"/dev/full", 1, 7},
+        Node{"/dev/random", 1, 8}, Node{"/dev/urandom", 1, 9}, Node{"/dev/tty", 5, 0}}) {
+    if (mknod(n.path, S_IFCHR | 0666, makedev(n.major, n.minor)) != 0 || chmod(n.path, 0666) != 0) {
+      return FailErrno(std::string("mknod ") + n.path);
+    }
+  }
+  // fds 0-2 still point at the initramfs's /dev/null: use the new one.
+  if (int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC); null_fd >= 0) {
+    for (int fd = 0; fd < 3; ++fd) dup2(null_fd, fd);
+    close(null_fd);
+  }
   SBX_TRY(MountAt("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
                   "newinstance,ptmxmode=0666,mode=0620"));
-  // devtmpfs has a /dev/ptmx node; the link makes it this devpts instance's.
-  if (unlink("/dev/ptmx") != 0 && errno != ENOENT) return FailErrno("unlink /dev/ptmx");
   SBX_TRY(Symlink("pts/ptmx", "/dev/ptmx"));
   SBX_TRY(MountAt("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"));
   SBX_TRY(Symlink("/proc/self/fd", "/dev/fd"));
@@ -277,6 +312,27 @@ Status FinishEnvironment(const Options& o) {
   SBX_TRY(Symlink("/proc/self/fd/2", "/dev/stderr"));
   if (sethostname(o.hostname.data(), o.hostname.size()) != 0) return FailErrno("sethostname");
   return LoopbackUp();
+}
+
+// Step 7, continued: what the namespaces backend's cgroup, seccomp filter and
+// no_new_privs give its sandboxes, as far as it matters inside a VM (the
+// guest kernel is not the host's, but a fork bomb or a hog should meet the
+// same limits, and nested user namespaces stay unavailable to sandboxed code).
+Status Harden(const Options& o) {
+  SBX_TRY(
+      MountAt("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr));
+  SBX_TRY(WriteFile("/sys/fs/cgroup/cgroup.subtree_control", "+pids +memory"));
+  SBX_TRY(Mkdir(kSandboxCgroup));
+  const std::string cg = kSandboxCgroup;
+  SBX_TRY(WriteFile((cg + "/pids.max").c_str(), std::to_string(o.pids_max)));
+  // "0" moves the writing process; its children are born inside.
+  SBX_TRY(WriteFile((cg + "/cgroup.procs").c_str(), "0"));
+  SBX_TRY(WriteFile("/proc/sys/user/max_user_namespaces", "0"));
+  // As in the namespaces backend, /proc/1/comm names the agent (not "init").
+  if (prctl(PR_SET_NAME, "sandbox-agent", 0, 0, 0) != 0) return FailErrno("PR_SET_NAME");
+  // Inherited by every process the agent starts: no setuid transitions.
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return FailErrno("PR_SET_NO_NEW_PRIVS");
+  return {};
 }
 
 size_t RemoveBelow(int dir_fd, dev_t dev, int depth) {
@@ -353,6 +409,13 @@ Result<Options> ParseArgs(int argc, char** argv) {
       o.root_fstype = value;
     } else if (key == "--scratch-serial") {
       o.scratch_serial = value;
+    } else if (key == "--pids-max") {
+      unsigned long n = 0;
+      auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+      if (ec != std::errc() || end != value.data() + value.size() || n < 16 || n > 4194304) {
+        return FailMsg("--pids-max must be 16..4194304");
+      }
+      o.pids_max = static_cast<uint32_t>(n);
     } else if (key == "--hostname") {
       if (!ValidHostname(value)) return FailMsg("invalid --hostname");
       o.hostname = value;
@@ -418,6 +481,7 @@ bool ValidHostname(std::string_view name) {
 Result<UniqueFd> Boot(const Options& o) {
   const double t0 = NowS();
   SBX_TRY(MountAt("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755"));
+  g_kmsg = open("/dev/kmsg", O_WRONLY | O_CLOEXEC | O_NOCTTY);
   SBX_TRY(MountAt("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr));
   SBX_TRY(MountAt("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr));
   auto modules = LoadModules();
@@ -429,6 +493,7 @@ Result<UniqueFd> Boot(const Options& o) {
   if (auto st = MountRoot(o); !st) return Fail(st.error().Wrap("root filesystem"));
   if (auto st = SwitchRoot(); !st) return Fail(st.error().Wrap("switching root"));
   if (auto st = FinishEnvironment(o); !st) return Fail(st.error().Wrap("sandbox environment"));
+  if (auto st = Harden(o); !st) return Fail(st.error().Wrap("hardening"));
   const double t_done = NowS();
   Kmsg(6, "booted: init at %.3f s, %d modules in %.3f s, port after %.3f s, root after %.3f s", t0,
        *modules, t_modules - t0, t_port - t0, t_done - t0);
@@ -461,6 +526,7 @@ void Main(int argc, char** argv) {
     Kmsg(3, "%s", agent.error().message.c_str());
     PowerOff();
   }
+  (*agent)->SetOomKillCounter(std::string(kSandboxCgroup) + "/memory.events");
   int status = (*agent)->Run();
   Kmsg(6, "link closed (status %d): powering off", status);
   // Run() has killed and reaped every process; the agent object is left

@@ -6,9 +6,10 @@
 // virtio-serial port named by the host, mounts the read-only root image with
 // an overlay whose upper layer lives on the scratch disk, switches into it,
 // finishes the sandbox's environment (devpts, /dev/shm, /dev/fd links,
-// hostname, lo), and then serves the agent link on the port exactly as
-// `--link-fd` does on a socketpair. When the link closes it powers the VM off,
-// which ends QEMU.
+// hostname, lo) and hardens it as the namespaces backend does its sandboxes
+// (a pids limit, no user namespaces, no_new_privs), and then serves the agent
+// link on the port exactly as `--link-fd` does on a socketpair. When the link closes it powers the
+// VM off, which ends QEMU.
 //
 // The boot steps are written against a few directories given as parameters
 // (sysfs classes, the initramfs tree) so that the parts with logic in them
@@ -17,6 +18,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -34,6 +36,7 @@ namespace sandboxd::agent::vm {
 //   --root-fs=erofs|ext4      its filesystem
 //   --scratch-serial=ID       virtio-blk serial of the writable scratch disk
 //   --hostname=NAME
+//   --pids-max=N              tasks in the sandbox's cgroup (the agent's included)
 // Every value has a default matching the microVM backend.
 struct Options {
   std::string port_name = "sandbox.agent";
@@ -41,7 +44,12 @@ struct Options {
   std::string root_fstype = "erofs";
   std::string scratch_serial = "scratch";
   std::string hostname = "sandbox";
+  uint32_t pids_max = 1024;
 };
+
+// The guest's cgroup (v2) holding the agent and everything it starts: the
+// pids limit, and the OOM kill count for exit events (Agent::SetOomKillCounter).
+inline constexpr const char* kSandboxCgroup = "/sys/fs/cgroup/sandbox";
 
 // True when the agent should boot the VM: `--vm` is among the arguments, or
 // the process is PID 1 and no link was named (--link-fd / --link-path).

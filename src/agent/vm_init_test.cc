@@ -66,6 +66,7 @@ TEST(VmInit, ParseArgs) {
                                     "--root-fs=ext4",
                                     "--scratch-serial=s",
                                     "--hostname=sbx-1",
+                                    "--pids-max=2048",
                                     "stray"};
   auto o = ParseArgs(static_cast<int>(words.size()), Argv(words).data());
   ASSERT_TRUE(o) << o.error().message;
@@ -74,6 +75,7 @@ TEST(VmInit, ParseArgs) {
   EXPECT_EQ(o->root_fstype, "ext4");
   EXPECT_EQ(o->scratch_serial, "s");
   EXPECT_EQ(o->hostname, "sbx-1");
+  EXPECT_EQ(o->pids_max, 2048u);
 
   std::vector<std::string> none = {"/init"};
   auto d = ParseArgs(1, Argv(none).data());
@@ -83,7 +85,8 @@ TEST(VmInit, ParseArgs) {
   EXPECT_EQ(d->hostname, "sandbox");
 
   for (std::string bad :
-       {"--root-fs=btrfs", "--hostname=a b", "--hostname=a/b", "--port=", "--bogus=1", "--bogus"}) {
+       {"--root-fs=btrfs", "--hostname=a b", "--hostname=a/b", "--port=", "--bogus=1", "--bogus",
+        "--pids-max=0", "--pids-max=12x", "--pids-max=99999999"}) {
     std::vector<std::string> w = {"/init", bad};
     EXPECT_FALSE(ParseArgs(2, Argv(w).data())) << bad;
   }

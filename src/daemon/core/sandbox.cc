@@ -68,6 +68,10 @@ void Sandbox::OnAgentEvent(const nlohmann::json& ev) {
   st.code = ev.value("code", -1);
   st.signal = ev.value("signal", 0);
   if (st.signal == SIGKILL && instance_ && instance_->OomKillCount() > it->second.oom_base) st.oom = true;
+  // The microVM's agent counts OOM kills inside the guest, where the host cannot.
+  if (auto oom = ev.find("oom"); st.signal == SIGKILL && oom != ev.end() && oom->is_boolean() && oom->get<bool>()) {
+    st.oom = true;
+  }
   it->second.exit = st;
   MaybeFinish(pid, false);
   if (auto f = procs_.find(pid); f != procs_.end() && !f->second.done) {

@@ -415,6 +415,7 @@ Result<std::unique_ptr<Instance>> MicroVmBackend::Start(const SandboxSpec& spec)
   launch.tcg_tb_mb = config_.tcg_tb_mb;
   launch.root_fstype = config_.rootfs_format;
   launch.hostname = spec.hostname;
+  launch.pids_max = spec.pids_max;
   launch.debug_console = config_.debug_console;
   std::vector<std::string> args = microvm::QemuArgv(launch);
   std::vector<char*> argv;

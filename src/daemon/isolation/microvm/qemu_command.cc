@@ -27,6 +27,7 @@ std::string KernelCmdline(const QemuLaunch& l) {
   c += " --scratch-serial=";
   c += kScratchSerial;
   c += " --hostname=" + l.hostname;
+  c += " --pids-max=" + std::to_string(l.pids_max);
   return c;
 }
 

@@ -38,6 +38,7 @@ struct QemuLaunch {
   uint32_t tcg_tb_mb = 128;           // TCG translation cache (bounds QEMU's own memory)
   std::string root_fstype = "erofs";  // erofs | ext4
   std::string hostname = "sandbox";
+  uint32_t pids_max = 1024;    // the guest's own pids limit (agent/vm_init.h)
   bool debug_console = false;  // guest console on ttyS0 -> QEMU's stderr
 };
 

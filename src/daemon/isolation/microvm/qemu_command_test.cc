@@ -70,7 +70,7 @@ TEST(QemuCommand, KernelCmdline) {
             "reboot=t panic=-1 quiet 8250.nr_uarts=0 tsc=reliable tsc_early_khz=2400000 "
             "cryptomgr.notests pci=off i8042.noaux i8042.nokbd i8042.nopnp -- --vm "
             "--port=sandbox.agent --root-serial=root --root-fs=erofs --scratch-serial=scratch "
-            "--hostname=sandbox");
+            "--hostname=sandbox --pids-max=1024");
   EXPECT_EQ(After(QemuArgv(Tcg()), "-append"), c);
   // The kernel allows 2048 bytes; a maximal hostname keeps well below.
   auto l = Tcg();
