@@ -17,8 +17,12 @@ import { before, after, test } from "node:test";
 import { Sandbox, Client } from "@deno/sandbox";
 
 export const SANDBOXD_BIN = process.env.SANDBOXD_BIN ?? "/work/main/build/bin/sandboxd";
-/** SANDBOXD_ISOLATION=microvm|namespaces runs every daemon with that --isolation (default: the daemon's auto). */
-export const ISOLATION = process.env.SANDBOXD_ISOLATION || null;
+/**
+ * The --isolation of every daemon (unless a test passes its own): SANDBOXD_ISOLATION
+ * (namespaces, microvm, auto), else namespaces, so that a host where KVM works (auto
+ * would pick microvm there) runs the same suites as every other.
+ */
+export const ISOLATION = process.env.SANDBOXD_ISOLATION || "namespaces";
 /** Every harness data dir starts with this; the leak suite looks for leftovers. */
 export const TMP_PREFIX = "sbxd-test-";
 
@@ -111,7 +115,7 @@ export class Daemon {
     // random /22 in 10.128.0.0/9 (kept across restarts of this daemon).
     if (!this.netRange) this.netRange = randomNetRange();
     const netArgs = extraArgs.includes("--net-range") ? [] : ["--net-range", this.netRange];
-    if (ISOLATION && !extraArgs.includes("--isolation")) netArgs.push("--isolation", ISOLATION);
+    if (!extraArgs.includes("--isolation")) netArgs.push("--isolation", ISOLATION);
     this.proc = spawn(SANDBOXD_BIN, ["serve", "--listen", "127.0.0.1:0", "--data-dir", this.dataDir, ...netArgs, ...extraArgs], {
       stdio: ["ignore", "pipe", logFd],
     });
