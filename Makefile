@@ -7,6 +7,8 @@ DATA_DIR ?= /var/lib/sandboxd
 LISTEN ?= 127.0.0.1:8080
 # exposeHttp URLs are https://<sandbox>-<port>.localhost:8443 (local CA in DATA_DIR)
 INGRESS ?= 127.0.0.1:8443
+# exposeSsh logins: ssh -p 2222 <username>@127.0.0.1 (host key in DATA_DIR)
+SSH_LISTEN ?= 127.0.0.1:2222
 ifeq ($(CI),true)
   CMAKE_FLAGS += -DSANDBOXD_WERROR=ON
 endif
@@ -42,7 +44,7 @@ run: image
 	  echo "  export DENO_DEPLOY_ENDPOINT=http://$$host"; \
 	  echo "  export DENO_DEPLOY_TOKEN=$$token"; \
 	  echo
-	exec $(BUILD)/bin/sandboxd serve --listen $(LISTEN) --data-dir $(DATA_DIR) --ingress-listen $(INGRESS)
+	exec $(BUILD)/bin/sandboxd serve --listen $(LISTEN) --data-dir $(DATA_DIR) --ingress-listen $(INGRESS) --ssh-listen $(SSH_LISTEN)
 
 test: image
 	@scripts/run-tests $(BUILD)

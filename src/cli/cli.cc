@@ -25,6 +25,7 @@ int Run(int argc, char** argv) {
   RegisterKill(app, ctx);
   RegisterExtend(app, ctx);
   RegisterCp(app, ctx);
+  RegisterSsh(app, ctx);
   RegisterNet(app, ctx);
   // `exec ID -- CMD ...`: CLI11's prefix_command() does not accept the
   // conventional `--`, so drop it (only right after exec's ID).

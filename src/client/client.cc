@@ -88,6 +88,28 @@ Status Client::Kill(std::string_view id) const {
   return {};
 }
 
+Result<SshAccess> Client::ExposeSsh(std::string_view id) const {
+  HttpRequest req{"POST", "/api/v3/sandbox/" + FormUrlEncode(id) + "/expose/ssh", "{}", AuthHeaders()};
+  auto res = HttpCall(endpoint_, req, options_.request_timeout);
+  if (!res) return std::unexpected(res.error().Wrap("exposing SSH of " + std::string(id)));
+  if (res->status / 100 != 2) return Fail(DecodeHttpError(res->status, res->body));
+  auto j = nlohmann::json::parse(res->body, nullptr, false);
+  if (!j.is_object() || !j.contains("hostname") || !j["hostname"].is_string() || !j.contains("username") ||
+      !j["username"].is_string()) {
+    return Fail(kProtocolError, "expose ssh: response lacks hostname/username");
+  }
+  SshAccess a;
+  a.hostname = j["hostname"].get<std::string>();
+  a.username = j["username"].get<std::string>();
+  // Only the Python SDK reads `port`; without it the standard port is meant.
+  if (auto p = j.find("port"); p != j.end() && p->is_number_integer()) {
+    int port = p->get<int>();
+    if (port < 1 || port > 65535) return Fail(kProtocolError, "expose ssh: port out of range");
+    a.port = port;
+  }
+  return a;
+}
+
 Result<std::int64_t> Client::Extend(std::string_view id, std::string_view duration) const {
   auto d = ParseDuration(duration);
   if (!d) return std::unexpected(d.error());

@@ -48,6 +48,14 @@ struct SandboxInfo {
   nlohmann::json raw;  // the entry as the server sent it
 };
 
+// Where and as whom to SSH into a sandbox (exposeSsh). The username is the
+// credential: whoever knows it can log in while the sandbox runs.
+struct SshAccess {
+  std::string hostname;
+  std::string username;
+  int port = 22;
+};
+
 struct ListOptions {
   // Page size sent as `limit` (0: server default).
   int page_size = 0;
@@ -83,6 +91,11 @@ class Client {
   // 409 NETWORK_DISABLED when the daemon runs with --net off. Connections
   // already open are not cut.
   Result<NetworkInfo> SetAllowNet(std::string_view id, const std::vector<std::string>& allow_net) const;
+
+  // POST /api/v3/sandbox/{id}/expose/ssh: the sandbox's SSH credential (the
+  // same one on every call while the sandbox runs). 409 SSH_DISABLED when the
+  // server runs without an SSH gateway.
+  Result<SshAccess> ExposeSsh(std::string_view id) const;
 
   // Headers every request carries (Authorization, X-Deno-Org).
   std::vector<std::pair<std::string, std::string>> AuthHeaders() const;

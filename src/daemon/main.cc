@@ -21,6 +21,7 @@
 #include "daemon/isolation/namespaces/namespaces_backend.h"
 #include "daemon/isolation/select_backend.h"
 #include "daemon/net/network.h"
+#include "daemon/ssh/gateway.h"
 
 namespace fs = std::filesystem;
 using namespace sandboxd;
@@ -60,7 +61,24 @@ struct ServeFlags {
   bool egress_hosts_only = false;  // test only
   std::vector<std::string> egress_extra_ca;  // test only
   ingress::IngressFlags ingress;  // exposeHttp
+  std::string ssh_listen;    // empty: no SSH gateway
+  std::string ssh_hostname;  // what exposeSsh reports (default: the --ssh-listen host)
 };
+
+// "HOST:PORT" or "[V6]:PORT" → (host, port).
+std::optional<std::pair<std::string, uint16_t>> SplitHostPort(const std::string& s) {
+  auto colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0) return std::nullopt;
+  std::string host = s.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  std::string port_text = s.substr(colon + 1);
+  if (port_text.empty() || port_text.size() > 5 || port_text.find_first_not_of("0123456789") != std::string::npos) {
+    return std::nullopt;
+  }
+  int port = std::atoi(port_text.c_str());
+  if (port > 65535) return std::nullopt;
+  return std::make_pair(host, static_cast<uint16_t>(port));
+}
 
 int Serve(const ServeFlags& f) {
   spdlog::set_default_logger(spdlog::stderr_color_mt("sandboxd"));
@@ -183,6 +201,15 @@ int Serve(const ServeFlags& f) {
     return 2;
   }
 
+  std::optional<std::pair<std::string, uint16_t>> ssh_listen;
+  if (!f.ssh_listen.empty()) {
+    ssh_listen = SplitHostPort(f.ssh_listen);
+    if (!ssh_listen) {
+      std::fprintf(stderr, "sandboxd: --ssh-listen must be HOST:PORT\n");
+      return 2;
+    }
+  }
+
   // Declared before the loop: lookups the ingress queued on the loop hold
   // the ingress's executors, so the loop must drop them first.
   std::unique_ptr<ingress::IngressServer> ingress_server;
@@ -202,6 +229,24 @@ int Serve(const ServeFlags& f) {
     ingress_ca = ig->ca_path;
     ingress_server = std::move(ig->server);
   }
+  // The SSH gateway (exposeSsh); destroyed before the loop's objects, after it stopped.
+  std::unique_ptr<ssh::Gateway> ssh_gateway;
+  if (ssh_listen) {
+    ssh::GatewayOptions so;
+    so.listen_host = ssh_listen->first;
+    so.listen_port = ssh_listen->second;
+    so.hostname = f.ssh_hostname;
+    so.host_key_path = f.data_dir + "/ssh_host_ed25519_key";
+    auto gw = ssh::Gateway::Start(io, mgr, so);
+    if (!gw) {
+      std::fprintf(stderr, "sandboxd: %s\n", gw.error().message.c_str());
+      return 1;
+    }
+    ssh_gateway = std::move(*gw);
+    server.SetExposeSsh([g = ssh_gateway.get()](const std::string& org, const std::string& id) {
+      return g->Expose(org, id);
+    });
+  }
   auto ep = server.Listen(host, static_cast<uint16_t>(port));
   if (!ep) {
     std::fprintf(stderr, "sandboxd: %s\n", ep.error().message.c_str());
@@ -213,6 +258,11 @@ int Serve(const ServeFlags& f) {
     std::printf("sandboxd ingress on %s\n", ingress_url.c_str());
     if (!ingress_ca.empty()) std::printf("sandboxd ingress CA certificate: %s\n", ingress_ca.c_str());
   }
+  if (ssh_gateway) {
+    auto sep = ssh_gateway->endpoint();
+    std::string saddr = sep.address().is_v6() ? "[" + sep.address().to_string() + "]" : sep.address().to_string();
+    std::printf("sandboxd ssh on %s:%u\n", saddr.c_str(), sep.port());
+  }
   std::fflush(stdout);
   spdlog::info("region {}, isolation {}, data dir {}, network {}", f.region, isolation_name, f.data_dir,
                network ? f.net_range : std::string("off"));
@@ -223,6 +273,7 @@ int Serve(const ServeFlags& f) {
     spdlog::info("signal {}: stopping every sandbox", sig);
     server.Stop();
     if (ingress_server) ingress_server->Stop();
+    if (ssh_gateway) ssh_gateway->Stop();
     mgr.Shutdown([&io] { io.stop(); });
   });
   io.run();
@@ -274,6 +325,9 @@ int main(int argc, char** argv) {
                   "connecting to an exposed port (then 502), e.g. 5s");
     c->add_option("--ingress-response-timeout", f.ingress.response_timeout,
                   "waiting for an exposed service's response head (then 504), e.g. 60s");
+    c->add_option("--ssh-listen", f.ssh_listen,
+                  "HOST:PORT of the SSH gateway for exposeSsh (port 0 picks a free one; default: no gateway)");
+    c->add_option("--ssh-hostname", f.ssh_hostname, "host name exposeSsh reports (default: the --ssh-listen host)");
   };
   auto* serve = app.add_subcommand("serve", "run the daemon (the default)");
   add_serve_flags(serve);

@@ -91,6 +91,7 @@ export class Daemon {
     this.ingressUrl = null;
     this.ingressPort = null;
     this.ingressCa = null;
+    this.sshPort = null; // with --ssh-listen: the SSH gateway's port ("sandboxd ssh on HOST:PORT")
     this.proc = null;
     this.tokens = {};
     this.exited = null; // promise resolving to {code, signal}
@@ -128,6 +129,7 @@ export class Daemon {
     process.once("exit", onExit);
     this.exited = new Promise((resolve) => this.proc.once("exit", (code, signal) => resolve({ code, signal })));
 
+    const wantSsh = extraArgs.includes("--ssh-listen");
     this.url = await new Promise((resolve, reject) => {
       let buf = "";
       const timer = setTimeout(() => reject(new Error(`sandboxd did not print its listen line within ${startTimeoutMs} ms\n${this.logTail()}`)), startTimeoutMs);
@@ -135,7 +137,9 @@ export class Daemon {
         buf += chunk.toString("utf8");
         const m = /sandboxd listening on (http:\/\/127\.0\.0\.1:(\d+))/.exec(buf);
         const ingressOk = this.parseIngress(buf, extraArgs);
-        if (m && ingressOk) {
+        const ssh = /sandboxd ssh on \S+:(\d+)\n/.exec(buf);
+        if (ssh) this.sshPort = Number(ssh[1]);
+        if (m && ingressOk && (!wantSsh || ssh)) {
           clearTimeout(timer);
           this.port = Number(m[2]);
           resolve(m[1]);

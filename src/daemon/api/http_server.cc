@@ -100,9 +100,9 @@ std::vector<std::string_view> Segments(std::string_view path) {
 
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
-  HttpSession(tcp::socket s, core::Manager& mgr, Authenticator& auth,
+  HttpSession(tcp::socket s, core::Manager& mgr, Authenticator& auth, const HttpServer::ExposeSshFn& expose_ssh,
               const std::optional<ingress::Naming>& ingress_naming)
-      : stream_(std::move(s)), mgr_(mgr), auth_(auth), ingress_naming_(ingress_naming) {}
+      : stream_(std::move(s)), mgr_(mgr), auth_(auth), expose_ssh_(expose_ssh), ingress_naming_(ingress_naming) {}
 
   void Run() { ReadRequest(); }
 
@@ -275,6 +275,18 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       if (!sb) return SendError(sb.error(), keep);
       return SendJson(http::status::ok, NetworkJson(**sb).dump(), keep);
     }
+    // POST /api/v3/sandbox/{id}/expose/ssh (WIRE.md §5.1).
+    if (segs.size() == 6 && segs[1] == "v3" && (segs[2] == "sandbox" || segs[2] == "sandboxes") &&
+        segs[4] == "expose" && segs[5] == "ssh") {
+      if (req.method() != http::verb::post) return SendError({405, "METHOD_NOT_ALLOWED", "use POST"}, keep);
+      if (!expose_ssh_) {
+        return SendError({409, "SSH_DISABLED", "this server runs without an SSH gateway (start it with --ssh-listen)"},
+                         keep);
+      }
+      auto r = expose_ssh_(*org, std::string(segs[3]));
+      if (!r) return SendError(r.error(), keep);
+      return SendJson(http::status::ok, r->dump(), keep);
+    }
     return SendError({404, "NOT_FOUND", "no such endpoint"}, keep);
   }
 
@@ -342,6 +354,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   beast::tcp_stream stream_;
   core::Manager& mgr_;
   Authenticator& auth_;
+  const HttpServer::ExposeSshFn& expose_ssh_;
   const std::optional<ingress::Naming>& ingress_naming_;
   beast::flat_buffer buf_;
   std::optional<http::request_parser<http::string_body>> parser_;
@@ -377,7 +390,7 @@ void HttpServer::AcceptNext() {
     if (!ec) {
       boost::system::error_code ignored;
       s.set_option(tcp::no_delay(true), ignored);
-      std::make_shared<HttpSession>(std::move(s), mgr_, auth_, ingress_naming_)->Run();
+      std::make_shared<HttpSession>(std::move(s), mgr_, auth_, expose_ssh_, ingress_naming_)->Run();
     }
     AcceptNext();
   });

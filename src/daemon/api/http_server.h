@@ -4,7 +4,9 @@
 #pragma once
 
 #include <boost/asio.hpp>
+#include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <memory>
 #include <optional>
 #include <string>
@@ -38,6 +40,11 @@ class HttpServer {
   // (no ingress), it answers 409 INGRESS_DISABLED. Set before Listen.
   void SetIngressNaming(ingress::Naming n) { ingress_naming_ = std::move(n); }
 
+  // POST /api/v3/sandbox/{id}/expose/ssh: answered by the SSH gateway when
+  // the daemon runs one (else 409 SSH_DISABLED). Set before Listen.
+  using ExposeSshFn = std::function<core::ApiResult<nlohmann::json>(const std::string& org, const std::string& id)>;
+  void SetExposeSsh(ExposeSshFn fn) { expose_ssh_ = std::move(fn); }
+
  private:
   void AcceptNext();
 
@@ -46,6 +53,7 @@ class HttpServer {
   Authenticator auth_;
   boost::asio::ip::tcp::acceptor acceptor_;
   std::optional<ingress::Naming> ingress_naming_;
+  ExposeSshFn expose_ssh_;
 };
 
 }  // namespace sandboxd::api

@@ -250,6 +250,14 @@ void AgentLink::Write(uint32_t ch, std::string_view data) {
   PumpOutbound(ch, it->second);
 }
 
+size_t AgentLink::QueuedBytes(uint32_t ch) const {
+  auto it = outbound_.find(ch);
+  if (it == outbound_.end()) return 0;
+  size_t n = 0;
+  for (const auto& s : it->second.queue) n += s.size();
+  return n;
+}
+
 void AgentLink::WriteEof(uint32_t ch) {
   auto it = outbound_.find(ch);
   if (it == outbound_.end() || closed_) return;

@@ -70,6 +70,8 @@ class AgentLink : public std::enable_shared_from_this<AgentLink> {
   // RESET (it discards the transfer, e.g. an aborted writeFile).
   void AbortOutbound(uint32_t ch);
   size_t PendingBytes() const { return pending_out_bytes_; }
+  // Bytes queued on one channel we write (0 for unknown channels).
+  size_t QueuedBytes(uint32_t ch) const;
   // Called whenever queued outbound data drains below the low-water mark.
   void SetDrainHandler(std::function<void()> fn) { on_drain_ = std::move(fn); }
 
