@@ -216,12 +216,16 @@ dtest(d, "a wrong username is refused with a clear message", async () => {
 dtest(d, "an open SSH session keeps a session sandbox alive after its SDK client leaves", async () => {
   const s2 = await d.create("a");
   const { username } = await s2.exposeSsh();
-  const session = ssh(username, ["sleep 2.5; echo still-here"]);
-  await new Promise((r) => setTimeout(r, 300));
-  await s2.close();
-  const r = await session;
-  assert.equal(r.code, 0, r.stderr);
-  assert.equal(r.stdout.toString(), "still-here\n");
+  const p = spawn("ssh", sshArgs(username, ["echo started; sleep 2; echo still-here"]), { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  let err = "";
+  p.stdout.on("data", (c) => (out += c));
+  p.stderr.on("data", (c) => (err += c));
+  const exited = new Promise((resolve) => p.on("close", (code) => resolve(code)));
+  await waitFor(() => out.includes("started"), { timeoutMs: 15_000, what: "the session to start" });
+  await s2.close(); // the SDK client leaves; the SSH connection is still attached
+  assert.equal(await withTimeout(exited, 15_000, "ssh"), 0, err);
+  assert.equal(out, "started\nstill-here\n");
   await d.waitStatus(s2.id, "stopped", { timeoutMs: 10_000 });
 });
 
