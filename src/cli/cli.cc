@@ -26,6 +26,7 @@ int Run(int argc, char** argv) {
   RegisterExtend(app, ctx);
   RegisterCp(app, ctx);
   RegisterSsh(app, ctx);
+  RegisterExpose(app, ctx);
   RegisterNet(app, ctx);
   // `exec ID -- CMD ...`: CLI11's prefix_command() does not accept the
   // conventional `--`, so drop it (only right after exec's ID).

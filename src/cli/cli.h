@@ -33,6 +33,7 @@ void RegisterKill(CLI::App& app, Context& ctx);
 void RegisterExtend(CLI::App& app, Context& ctx);
 void RegisterCp(CLI::App& app, Context& ctx);
 void RegisterSsh(CLI::App& app, Context& ctx);
+void RegisterExpose(CLI::App& app, Context& ctx);
 void RegisterNet(CLI::App& app, Context& ctx);
 
 int Run(int argc, char** argv);

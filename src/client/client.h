@@ -9,12 +9,11 @@
 
 #include <chrono>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "client/error.h"
 #include "client/network.h"
@@ -40,7 +39,7 @@ struct ClientOptions {
 // One entry of GET /api/v2/sandboxes.
 struct SandboxInfo {
   std::string id;
-  std::string created_at;                // ISO-8601
+  std::string created_at;                 // ISO-8601
   std::optional<std::string> stopped_at;  // ISO-8601
   std::string region;
   std::string status;  // "running" | "stopped" | ...
@@ -54,6 +53,11 @@ struct SshAccess {
   std::string hostname;
   std::string username;
   int port = 22;
+};
+
+struct HttpExposure {
+  std::string domain;  // <sandbox>-<port>.<ingress domain>[:port]
+  std::string url;     // https://domain (http:// when the ingress has no TLS)
 };
 
 struct ListOptions {
@@ -74,7 +78,8 @@ class Client {
   const Endpoint& endpoint() const { return endpoint_; }
 
   // GET /api/v2/sandboxes with labels[k]=v filters, following pagination.
-  Result<std::vector<SandboxInfo>> List(const Labels& labels = {}, const ListOptions& list_options = {}) const;
+  Result<std::vector<SandboxInfo>> List(const Labels& labels = {},
+                                        const ListOptions& list_options = {}) const;
   // DELETE /api/v3/sandbox/{id}. Does not wait for connections to close.
   Status Kill(std::string_view id) const;
   // PATCH /api/v3/sandbox/{id} with stop_at_ms = now + duration ("30s",
@@ -90,7 +95,14 @@ class Client {
   // server validates the patterns: 400 INVALID_CONFIG names the bad entry;
   // 409 NETWORK_DISABLED when the daemon runs with --net off. Connections
   // already open are not cut.
-  Result<NetworkInfo> SetAllowNet(std::string_view id, const std::vector<std::string>& allow_net) const;
+  Result<NetworkInfo> SetAllowNet(std::string_view id,
+                                  const std::vector<std::string>& allow_net) const;
+
+  // POST /api/v3/sandbox/{id}/expose/http {"port": port}: exposes that port
+  // inside the sandbox through the server's HTTP ingress and returns its URL
+  // (valid until the sandbox ends). 409 INGRESS_DISABLED when the server runs
+  // without an ingress; 400 for a port outside 1..65535.
+  Result<HttpExposure> ExposeHttp(std::string_view id, int port) const;
 
   // POST /api/v3/sandbox/{id}/expose/ssh: the sandbox's SSH credential (the
   // same one on every call while the sandbox runs). 409 SSH_DISABLED when the

@@ -9,9 +9,11 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import https from "node:https";
 import { createHash, randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import WebSocket from "ws";
-import { useDaemon, dtest, waitFor, withTimeout } from "../lib/harness.mjs";
+import { SANDBOXD_BIN, useDaemon, dtest, waitFor, withTimeout } from "../lib/harness.mjs";
 
 const d = useDaemon({
   orgs: ["a", "b"],
@@ -137,6 +139,33 @@ dtest(d, "python3 http.server is reached through the URL exposeHttp returns (TLS
   // The port form of the name routes to the same exposed port.
   assert.equal((await request(`${portUrl(sb, 8000)}/hello.txt`)).status, 200);
   assert.equal((await request(`${url}/missing`)).status, 404, "the service's own 404 passes through");
+});
+
+const SANDBOX_CLI = join(dirname(SANDBOXD_BIN), "sandbox");
+
+function cli(args, token) {
+  const env = { ...process.env, DENO_SANDBOX_ENDPOINT: d.url, DENO_DEPLOY_TOKEN: token };
+  return new Promise((resolve) =>
+    execFile(SANDBOX_CLI, args, { env, timeout: 30_000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? (err.code ?? -1) : 0, stdout, stderr }),
+    ),
+  );
+}
+
+dtest(d, "CLI: `sandbox expose ID PORT` prints the URL of the exposed port", async (t) => {
+  if (!existsSync(SANDBOX_CLI)) return t.skip(`no CLI at ${SANDBOX_CLI}`);
+  const r = await cli(["expose", sb.id, "8000"], d.tokens.a);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, `${portUrl(sb, 8000)}\n`);
+  assert.equal((await request(`${r.stdout.trim()}/hello.txt`)).body, "hello from python\n");
+  const again = await cli(["expose", sb.id, "8000"], d.tokens.a);
+  assert.equal(again.stdout, r.stdout, "exposing the same port again gives the same URL");
+  const bad = await cli(["expose", sb.id, "70000"], d.tokens.a);
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.stderr, /port/);
+  const foreign = await cli(["expose", sb.id, "8000"], d.tokens.b);
+  assert.notEqual(foreign.code, 0, "another org's token cannot expose this sandbox");
+  assert.match(foreign.stderr, /not found|404/i);
 });
 
 dtest(d, "a Node server: keep-alive, forwarded headers, streamed upload", async () => {
