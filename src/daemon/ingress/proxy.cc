@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "daemon/ingress/pid_port.h"
+#include "daemon/net/http_util.h"
 #include "daemon/net/netns.h"
 
 namespace sandboxd::ingress {
@@ -38,26 +39,9 @@ constexpr uint32_t kHeaderLimit = 64 * 1024;
 // Content-Length; the largest value means none.
 constexpr uint64_t kNoBodyLimit = std::numeric_limits<uint64_t>::max();
 
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
-bool IsHopByHop(http::field f) {
-  switch (f) {
-    case http::field::connection:
-    case http::field::keep_alive:
-    case http::field::proxy_connection:
-    case http::field::te:
-    case http::field::trailer:
-    case http::field::transfer_encoding:
-    case http::field::upgrade:
-      return true;
-    default:
-      return false;
-  }
-}
+using net::http_util::IsHopByHop;
+using net::http_util::ReasonText;
+using net::http_util::Trim;
 
 // Whether `name` is listed in a Connection header value (so hop-by-hop).
 bool ListedIn(std::string_view connection, std::string_view name) {
@@ -65,11 +49,6 @@ bool ListedIn(std::string_view connection, std::string_view name) {
     if (beast::iequals(t, name)) return true;
   }
   return false;
-}
-
-const char* ReasonText(unsigned status) {
-  auto r = http::obsolete_reason(static_cast<http::status>(status));
-  return r.empty() ? "Unknown" : r.data();
 }
 
 std::string HostOnly(std::string_view authority) {

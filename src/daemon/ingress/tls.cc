@@ -19,6 +19,8 @@
 #include <ctime>
 #include <filesystem>
 
+#include "daemon/net/x509_util.h"
+
 namespace sandboxd::ingress {
 
 namespace ssl = boost::asio::ssl;
@@ -30,121 +32,18 @@ constexpr long kCaValiditySeconds = 10L * 365 * 24 * 3600;
 constexpr long kLeafValiditySeconds = 397L * 24 * 3600;  // what browsers accept for a leaf
 constexpr size_t kMaxCachedLeaves = 4096;
 
-struct Free {
-  void operator()(X509* p) const { X509_free(p); }
-  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-  void operator()(BIO* p) const { BIO_free(p); }
-  void operator()(BIGNUM* p) const { BN_free(p); }
-  void operator()(NAME_CONSTRAINTS* p) const { NAME_CONSTRAINTS_free(p); }
-  void operator()(GENERAL_NAMES* p) const { GENERAL_NAMES_free(p); }
-  void operator()(GENERAL_NAME* p) const { GENERAL_NAME_free(p); }
-  void operator()(X509_EXTENSION* p) const { X509_EXTENSION_free(p); }
-  void operator()(FILE* p) const { std::fclose(p); }
-};
-template <typename T>
-using Ptr = std::unique_ptr<T, Free>;
-
-Error SslError(const std::string& what) {
-  std::string msg = what;
-  if (unsigned long e = ERR_get_error(); e != 0) {
-    std::array<char, 256> buf{};
-    ERR_error_string_n(e, buf.data(), buf.size());
-    msg += ": ";
-    msg += buf.data();
-  }
-  ERR_clear_error();
-  return Error::Msg(std::move(msg));
-}
-
-bool SetRandomSerial(X509* x) {
-  std::array<unsigned char, 16> b{};
-  if (RAND_bytes(b.data(), b.size()) != 1) return false;
-  b[0] = static_cast<unsigned char>((b[0] & 0x7f) | 0x40);
-  Ptr<BIGNUM> bn(BN_bin2bn(b.data(), b.size(), nullptr));
-  return bn && BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(x)) != nullptr;
-}
-
-bool AddConfExt(X509* cert, X509* issuer, int nid, const char* value) {
-  X509V3_CTX ctx;
-  X509V3_set_ctx_nodb(&ctx);
-  X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
-  Ptr<X509_EXTENSION> ext(X509V3_EXT_conf_nid(nullptr, &ctx, nid, value));
-  return ext && X509_add_ext(cert, ext.get(), -1) == 1;
-}
-
-bool AddName(X509_NAME* name, const char* field, const std::string& value) {
-  return X509_NAME_add_entry_by_txt(name, field, MBSTRING_UTF8,
-                                    reinterpret_cast<const unsigned char*>(value.data()),
-                                    static_cast<int>(value.size()), -1, 0) == 1;
-}
-
-GENERAL_NAME* DnsName(std::string_view name) {
-  Ptr<GENERAL_NAME> gn(GENERAL_NAME_new());
-  ASN1_IA5STRING* s = ASN1_IA5STRING_new();
-  if (!gn || !s || ASN1_STRING_set(s, name.data(), static_cast<int>(name.size())) != 1) {
-    ASN1_IA5STRING_free(s);
-    return nullptr;
-  }
-  GENERAL_NAME_set0_value(gn.get(), GEN_DNS, s);
-  return gn.release();
-}
+using net::x509::AddConfExt;
+using net::x509::AddName;
+using net::x509::DnsName;
+using net::x509::IpName;
+using net::x509::PemOf;
+using net::x509::Ptr;
+using net::x509::PushSubtree;
+using net::x509::SetRandomSerial;
+using net::x509::SslError;
 
 // All addresses of one family (address 0, mask 0), name-constraint form.
-GENERAL_NAME* AnyIp(size_t len) {
-  std::string bytes(2 * len, '\0');
-  Ptr<GENERAL_NAME> gn(GENERAL_NAME_new());
-  ASN1_OCTET_STRING* s = ASN1_OCTET_STRING_new();
-  if (!gn || !s ||
-      ASN1_OCTET_STRING_set(s, reinterpret_cast<const unsigned char*>(bytes.data()),
-                            static_cast<int>(bytes.size())) != 1) {
-    ASN1_OCTET_STRING_free(s);
-    return nullptr;
-  }
-  GENERAL_NAME_set0_value(gn.get(), GEN_IPADD, s);
-  return gn.release();
-}
-
-bool PushSubtree(STACK_OF(GENERAL_SUBTREE) * *stack, GENERAL_NAME* gn) {
-  if (!gn) return false;
-  if (!*stack) *stack = sk_GENERAL_SUBTREE_new_null();
-  GENERAL_SUBTREE* st = GENERAL_SUBTREE_new();
-  if (!*stack || !st) {
-    GENERAL_NAME_free(gn);
-    GENERAL_SUBTREE_free(st);
-    return false;
-  }
-  GENERAL_NAME_free(st->base);
-  st->base = gn;
-  if (sk_GENERAL_SUBTREE_push(*stack, st) == 0) {
-    GENERAL_SUBTREE_free(st);
-    return false;
-  }
-  return true;
-}
-
-std::string PemOf(X509* cert) {
-  Ptr<BIO> bio(BIO_new(BIO_s_mem()));
-  if (!bio || PEM_write_bio_X509(bio.get(), cert) != 1) return {};
-  char* data = nullptr;
-  long n = BIO_get_mem_data(bio.get(), &data);
-  return std::string(data, static_cast<size_t>(n));
-}
-
-int SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
-               unsigned int inlen, void*) {
-  static constexpr std::string_view kHttp11 = "http/1.1";
-  for (unsigned int i = 0; i < inlen;) {
-    unsigned int len = in[i];
-    if (i + 1 + len > inlen) break;
-    if (std::string_view(reinterpret_cast<const char*>(in + i + 1), len) == kHttp11) {
-      *out = in + i + 1;
-      *outlen = static_cast<unsigned char>(len);
-      return SSL_TLSEXT_ERR_OK;
-    }
-    i += 1 + len;
-  }
-  return SSL_TLSEXT_ERR_ALERT_FATAL;
-}
+GENERAL_NAME* AnyIp(size_t len) { return IpName(std::string(len, '\0'), 0); }
 
 std::shared_ptr<ssl::context> NewServerContext() {
   auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
@@ -152,7 +51,7 @@ std::shared_ptr<ssl::context> NewServerContext() {
   SSL_CTX_set_min_proto_version(h, TLS1_2_VERSION);
   SSL_CTX_set_options(
       h, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-  SSL_CTX_set_alpn_select_cb(h, SelectAlpn, nullptr);
+  SSL_CTX_set_alpn_select_cb(h, net::x509::SelectAlpnHttp11, nullptr);
   return ctx;
 }
 

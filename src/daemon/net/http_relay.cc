@@ -14,6 +14,7 @@
 #include <span>
 
 #include "common/base64.h"
+#include "daemon/net/http_util.h"
 #include "daemon/net/replacer.h"
 #include "daemon/net/sandbox_ca.h"
 
@@ -135,11 +136,9 @@ class TlsImpl final : public AnyStream::Impl, public std::enable_shared_from_thi
 // ---------------------------------------------------------------------------
 // Small HTTP helpers.
 
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
+using http_util::IsHopByHop;
+using http_util::ReasonText;
+using http_util::Trim;
 
 bool IsIdentityEncoding(std::string_view v) {
   v = Trim(v);
@@ -196,21 +195,6 @@ bool HeaderSafe(std::string_view v) {
   return v.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
 }
 
-bool IsHopByHop(http::field f) {
-  switch (f) {
-    case http::field::connection:
-    case http::field::keep_alive:
-    case http::field::proxy_connection:
-    case http::field::te:
-    case http::field::trailer:
-    case http::field::transfer_encoding:
-    case http::field::upgrade:
-      return true;
-    default:
-      return false;
-  }
-}
-
 // Names listed in Connection (they are hop-by-hop too), lower case.
 std::vector<std::string> ConnectionTokens(std::string_view v) {
   std::vector<std::string> out;
@@ -225,11 +209,6 @@ std::vector<std::string> ConnectionTokens(std::string_view v) {
 bool Listed(const std::vector<std::string>& tokens, std::string_view name) {
   return std::any_of(tokens.begin(), tokens.end(),
                      [&](const std::string& t) { return beast::iequals(t, name); });
-}
-
-const char* ReasonText(unsigned status) {
-  auto r = http::obsolete_reason(static_cast<http::status>(status));
-  return r.empty() ? "Unknown" : r.data();
 }
 
 // ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 # substitution and redaction). Included from src/daemon/net/CMakeLists.txt.
 add_library(sbx_net_intercept STATIC
   sandbox_ca.cc
+  x509_util.cc
   tls_contexts.cc
   replacer.cc
   http_relay.cc

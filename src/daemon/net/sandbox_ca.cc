@@ -15,6 +15,8 @@
 #include <array>
 #include <cstring>
 
+#include "daemon/net/x509_util.h"
+
 namespace sandboxd::net {
 
 namespace ssl = boost::asio::ssl;
@@ -24,57 +26,17 @@ namespace {
 constexpr long kSkewSeconds = 3600;
 constexpr long kValiditySeconds = 30L * 24 * 3600;
 
-struct Free {
-  void operator()(X509* p) const { X509_free(p); }
-  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-  void operator()(BIO* p) const { BIO_free(p); }
-  void operator()(BIGNUM* p) const { BN_free(p); }
-  void operator()(NAME_CONSTRAINTS* p) const { NAME_CONSTRAINTS_free(p); }
-  void operator()(GENERAL_NAMES* p) const { GENERAL_NAMES_free(p); }
-  void operator()(GENERAL_NAME* p) const { GENERAL_NAME_free(p); }
-  void operator()(X509_EXTENSION* p) const { X509_EXTENSION_free(p); }
-};
-template <typename T>
-using Ptr = std::unique_ptr<T, Free>;
-
-// "what: <first OpenSSL error>", draining the thread's error queue.
-Error SslError(const std::string& what) {
-  std::string msg = what;
-  unsigned long e = ERR_get_error();
-  if (e != 0) {
-    std::array<char, 256> buf{};
-    ERR_error_string_n(e, buf.data(), buf.size());
-    msg += ": ";
-    msg += buf.data();
-  }
-  ERR_clear_error();
-  return Error::Msg(std::move(msg));
-}
+using x509::AddConfExt;
+using x509::AddName;
+using x509::DnsName;
+using x509::IpName;
+using x509::PemOf;
+using x509::Ptr;
+using x509::PushSubtree;
+using x509::SetRandomSerial;
+using x509::SslError;
 
 Ptr<EVP_PKEY> NewP256Key() { return Ptr<EVP_PKEY>(EVP_EC_gen("P-256")); }
-
-// A random positive 127-bit serial (RFC 5280: ≤ 20 octets, unpredictable).
-bool SetRandomSerial(X509* x) {
-  std::array<unsigned char, 16> b{};
-  if (RAND_bytes(b.data(), b.size()) != 1) return false;
-  b[0] = static_cast<unsigned char>((b[0] & 0x7f) | 0x40);  // positive, full 16 octets
-  Ptr<BIGNUM> bn(BN_bin2bn(b.data(), b.size(), nullptr));
-  return bn && BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(x)) != nullptr;
-}
-
-bool AddConfExt(X509* cert, X509* issuer, int nid, const char* value) {
-  X509V3_CTX ctx;
-  X509V3_set_ctx_nodb(&ctx);
-  X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
-  Ptr<X509_EXTENSION> ext(X509V3_EXT_conf_nid(nullptr, &ctx, nid, value));
-  return ext && X509_add_ext(cert, ext.get(), -1) == 1;
-}
-
-bool AddName(X509_NAME* name, const char* field, const std::string& value) {
-  return X509_NAME_add_entry_by_txt(name, field, MBSTRING_UTF8,
-                                    reinterpret_cast<const unsigned char*>(value.data()),
-                                    static_cast<int>(value.size()), -1, 0) == 1;
-}
 
 // The binary form of an IP literal (4 or 16 bytes), empty if not one.
 std::string IpBytes(std::string_view host) {
@@ -85,57 +47,6 @@ std::string IpBytes(std::string_view host) {
   if (inet_pton(AF_INET6, s.c_str(), b.data()) == 1)
     return std::string(reinterpret_cast<char*>(b.data()), 16);
   return {};
-}
-
-GENERAL_NAME* DnsName(std::string_view name) {
-  Ptr<GENERAL_NAME> gn(GENERAL_NAME_new());
-  ASN1_IA5STRING* s = ASN1_IA5STRING_new();
-  if (!gn || !s || ASN1_STRING_set(s, name.data(), static_cast<int>(name.size())) != 1) {
-    ASN1_IA5STRING_free(s);
-    return nullptr;
-  }
-  GENERAL_NAME_set0_value(gn.get(), GEN_DNS, s);
-  return gn.release();
-}
-
-// An iPAddress GeneralName: the address, followed by a mask when `mask_bits`
-// is given (name-constraint form).
-GENERAL_NAME* IpName(const std::string& addr, int mask_bits = -1) {
-  std::string bytes = addr;
-  if (mask_bits >= 0) {
-    std::string mask(addr.size(), '\0');
-    for (int i = 0; i < mask_bits; ++i)
-      mask[i / 8] = static_cast<char>(mask[i / 8] | (0x80 >> (i % 8)));
-    bytes += mask;
-  }
-  Ptr<GENERAL_NAME> gn(GENERAL_NAME_new());
-  ASN1_OCTET_STRING* s = ASN1_OCTET_STRING_new();
-  if (!gn || !s ||
-      ASN1_OCTET_STRING_set(s, reinterpret_cast<const unsigned char*>(bytes.data()),
-                            static_cast<int>(bytes.size())) != 1) {
-    ASN1_OCTET_STRING_free(s);
-    return nullptr;
-  }
-  GENERAL_NAME_set0_value(gn.get(), GEN_IPADD, s);
-  return gn.release();
-}
-
-bool PushSubtree(STACK_OF(GENERAL_SUBTREE) * *stack, GENERAL_NAME* gn) {
-  if (!gn) return false;
-  if (!*stack) *stack = sk_GENERAL_SUBTREE_new_null();
-  GENERAL_SUBTREE* st = GENERAL_SUBTREE_new();
-  if (!*stack || !st) {
-    GENERAL_NAME_free(gn);
-    GENERAL_SUBTREE_free(st);
-    return false;
-  }
-  GENERAL_NAME_free(st->base);
-  st->base = gn;
-  if (sk_GENERAL_SUBTREE_push(*stack, st) == 0) {
-    GENERAL_SUBTREE_free(st);
-    return false;
-  }
-  return true;
 }
 
 // Strips a ":port" suffix: "h:443" → "h", "[::1]:443" → "[::1]"; a bare
@@ -150,32 +61,6 @@ std::string_view StripPort(std::string_view h) {
     return h.substr(0, colon);
   }
   return h;
-}
-
-std::string PemOf(X509* cert) {
-  Ptr<BIO> bio(BIO_new(BIO_s_mem()));
-  if (!bio || PEM_write_bio_X509(bio.get(), cert) != 1) return {};
-  char* data = nullptr;
-  long n = BIO_get_mem_data(bio.get(), &data);
-  return std::string(data, static_cast<size_t>(n));
-}
-
-// ALPN: HTTP/1.1 or nothing. The relay speaks only HTTP/1.1; a client that
-// can only do h2 (or anything else) fails the handshake visibly.
-int SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
-               unsigned int inlen, void*) {
-  static constexpr std::string_view kHttp11 = "http/1.1";
-  for (unsigned int i = 0; i < inlen;) {
-    unsigned int len = in[i];
-    if (i + 1 + len > inlen) break;
-    if (std::string_view(reinterpret_cast<const char*>(in + i + 1), len) == kHttp11) {
-      *out = in + i + 1;
-      *outlen = static_cast<unsigned char>(len);
-      return SSL_TLSEXT_ERR_OK;
-    }
-    i += 1 + len;
-  }
-  return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
 }  // namespace
@@ -372,7 +257,7 @@ Result<std::shared_ptr<ssl::context>> SandboxCa::Mint(const std::string& host) {
       SSL_CTX_check_private_key(h) != 1 || SSL_CTX_add1_chain_cert(h, cert_) != 1) {
     return Fail(SslError("leaf for " + host + ": server context"));
   }
-  SSL_CTX_set_alpn_select_cb(h, SelectAlpn, nullptr);
+  SSL_CTX_set_alpn_select_cb(h, x509::SelectAlpnHttp11, nullptr);
   return ctx;
 }
 

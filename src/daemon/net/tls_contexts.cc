@@ -7,27 +7,13 @@
 #include <array>
 
 #include "daemon/net/sandbox_ca.h"
+#include "daemon/net/x509_util.h"
 
 namespace sandboxd::net {
 
 namespace ssl = boost::asio::ssl;
 
-namespace {
-
-Error SslError(const std::string& what) {
-  std::string msg = what;
-  unsigned long e = ERR_get_error();
-  if (e != 0) {
-    std::array<char, 256> buf{};
-    ERR_error_string_n(e, buf.data(), buf.size());
-    msg += ": ";
-    msg += buf.data();
-  }
-  ERR_clear_error();
-  return Error::Msg(std::move(msg));
-}
-
-}  // namespace
+using x509::SslError;
 
 Result<std::shared_ptr<ssl::context>> MakeUpstreamClientContext(
     const std::vector<std::string>& extra_ca_files) {
