@@ -51,6 +51,7 @@ struct ServeFlags {
   std::string agent;
   std::string vm_kernel, vm_initrd, vm_rootfs;  // microvm; default: ../image/vm/ beside the binary
   bool vm_debug_console = false;
+  std::string vm_snapshot = "on";
   int session_grace_ms = 1000;
   size_t max_sandboxes = 256;
   std::string max_lifetime;
@@ -169,6 +170,13 @@ int Serve(const ServeFlags& f) {
   vm.scratch_template = f.data_dir + "/vm/scratch.img";
   vm.cgroup_parent = ns.cgroup_parent;
   vm.debug_console = f.vm_debug_console;
+  if (f.vm_snapshot != "on" && f.vm_snapshot != "off") {
+    std::fprintf(stderr, "sandboxd: --vm-snapshot must be on or off\n");
+    return 2;
+  }
+  vm.snapshot = f.vm_snapshot == "on";
+  vm.snapshot_dir = f.data_dir + "/vm/snapshots";
+  vm.snapshot_memory_mb = core::kDefaultMemoryMb;
   auto backends = isolation::MakeBackends(f.isolation, ns, vm);
   if (!backends) {
     std::fprintf(stderr, "sandboxd: isolation %s: %s\n", f.isolation.c_str(), backends.error().message.c_str());
@@ -188,6 +196,7 @@ int Serve(const ServeFlags& f) {
     }
   }
   for (const auto& [name, b] : backends->by_name) b->ReapStale();
+  for (const auto& [name, b] : backends->by_name) b->Warm();
 
   // Outbound networking: one veth per sandbox, the firewall table, the
   // egress proxy and the resolver. Tagged per data dir like the cgroups.
@@ -315,6 +324,10 @@ int main(int argc, char** argv) {
     c->add_option("--vm-kernel", f.vm_kernel, "microvm: guest kernel (default: ../image/vm/vmlinux beside the binary)");
     c->add_option("--vm-initrd", f.vm_initrd, "microvm: initramfs with the agent (default: ../image/vm/initrd)");
     c->add_option("--vm-rootfs", f.vm_rootfs, "microvm: read-only root image (default: ../image/vm/rootfs.erofs)");
+    c->add_option("--vm-snapshot", f.vm_snapshot,
+                  "microvm: on | off: sandboxes of the default size resume from a snapshot of a booted VM "
+                  "(made once into <data-dir>/vm/snapshots) instead of booting")
+        ->capture_default_str();
     c->add_flag("--vm-debug-console", f.vm_debug_console,
                 "microvm: the guest's console into <data-dir>/sandboxes/<id>/qemu.log (removed with the sandbox)");
     c->add_option("--session-grace-ms", f.session_grace_ms, "how long a session sandbox outlives its last client");

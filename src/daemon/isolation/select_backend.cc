@@ -75,6 +75,9 @@ Result<BackendSet> MakeBackends(std::string_view isolation, const NamespacesConf
   } else {
     MicroVmConfig c = microvm;
     c.kvm = kvm;
+    // The default backend prepares what makes its creates fast at once;
+    // one held for the odd create does that on first use.
+    c.eager = set.default_name == "microvm";
     if (auto st = add(MakeMicroVmBackend(c), "microvm"); !st) {
       if (set.default_name == "microvm") return Fail(st.error());
       spdlog::warn("isolation: the microvm backend is unavailable: {}", st.error().message);
