@@ -519,6 +519,9 @@ Result<std::unique_ptr<Instance>> MicroVmBackend::Start(const SandboxSpec& spec)
       if (inst) (void)(*inst)->Destroy();  // frees its id for the cold boot
       if (blame) snapshots_->Invalidate();
     }
+  } else if (snapshots_) {
+    // Another size boots, but not beside the snapshot's VM while that boots.
+    snapshots_->AwaitIdle(config_.boot_timeout);
   }
 
   auto inst = Launch(spec, microvm::LaunchMode::kBoot, UniqueFd());

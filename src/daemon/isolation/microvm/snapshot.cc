@@ -267,6 +267,11 @@ std::optional<UniqueFd> SnapshotCache::Acquire(std::chrono::milliseconds wait) {
   return std::nullopt;
 }
 
+void SnapshotCache::AwaitIdle(std::chrono::milliseconds max) {
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, max, [this] { return !running_ || stopping_; });
+}
+
 void SnapshotCache::Invalidate() {
   std::lock_guard lock(mu_);
   if (running_) return;  // a new one is being made already

@@ -109,6 +109,11 @@ class SnapshotCache {
   // time, or preparing failed; boot cold.
   std::optional<UniqueFd> Acquire(std::chrono::milliseconds wait);
 
+  // Waits while a preparation runs, up to `max` (a cold boot of another
+  // size should not run beside it: two TCG guests booting on the same few
+  // CPUs slow each other down far more than twice, see docs/microvm.md).
+  void AwaitIdle(std::chrono::milliseconds max);
+
   // A restore failed in a way that blames the snapshot (QEMU refused the
   // state): delete it; the next Acquire prepares a new one.
   void Invalidate();

@@ -145,6 +145,7 @@ TEST_F(SnapshotTest, CachePreparesOnceForConcurrentCreates) {
   EXPECT_EQ(got, 4);
   EXPECT_EQ(calls, 1);
   EXPECT_EQ(cache.prepared_count(), 1);
+  cache.AwaitIdle(std::chrono::seconds(10));  // nothing running: returns at once
   // Later creates reuse it; Invalidate makes the next one prepare again.
   EXPECT_TRUE(cache.Acquire(std::chrono::seconds(10)));
   EXPECT_EQ(calls, 1);
@@ -186,8 +187,9 @@ TEST_F(SnapshotTest, AcquireGivesUpAfterItsWaitAndDestructionJoins) {
         return FailMsg("cancelled");
       });
   auto t0 = std::chrono::steady_clock::now();
-  EXPECT_FALSE(
-      cache->Acquire(std::chrono::milliseconds(100)));  // boot cold instead of waiting longer
+  // Boot cold rather than wait longer; another size waits a bounded time too.
+  EXPECT_FALSE(cache->Acquire(std::chrono::milliseconds(100)));
+  cache->AwaitIdle(std::chrono::milliseconds(100));
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
   cancel = true;  // what the backend does by killing the VM being prepared
   cache.reset();
