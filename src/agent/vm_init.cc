@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/random.h>
 #include <net/if.h>
 #include <poll.h>
 #include <sys/ioctl.h>
@@ -22,9 +23,12 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <optional>
+#include <span>
 
 #include "agent/agent.h"
 #include "agent/log.h"
+#include "common/frame.h"
 
 namespace sandboxd::agent::vm {
 namespace {
@@ -419,6 +423,13 @@ Result<Options> ParseArgs(int argc, char** argv) {
     } else if (key == "--hostname") {
       if (!ValidHostname(value)) return FailMsg("invalid --hostname");
       o.hostname = value;
+    } else if (key == "--port-fd") {
+      int n = -1;
+      auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+      if (ec != std::errc() || end != value.data() + value.size() || n < 3 || n > 1023) {
+        return FailMsg("--port-fd must be 3..1023");
+      }
+      o.port_fd = n;
     } else {
       return FailMsg("unknown argument " + std::string(a));
     }
@@ -478,7 +489,7 @@ bool ValidHostname(std::string_view name) {
   return true;
 }
 
-Result<UniqueFd> Boot(const Options& o) {
+Result<UniqueFd> BootStage1(const Options& o) {
   const double t0 = NowS();
   SBX_TRY(MountAt("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755"));
   g_kmsg = open("/dev/kmsg", O_WRONLY | O_CLOEXEC | O_NOCTTY);
@@ -489,15 +500,84 @@ Result<UniqueFd> Boot(const Options& o) {
   const double t_modules = NowS();
   auto port = OpenPort(o.port_name);
   if (!port) return Fail(port.error().Wrap("agent port"));
-  const double t_port = NowS();
+  Kmsg(6, "stage 1: init at %.3f s, %d modules in %.3f s, port after %.3f s", t0, *modules,
+       t_modules - t0, NowS() - t0);
+  return port;
+}
+
+Result<vmboot::BootConfig> AwaitConfig(int port_fd) {
+  const std::string hello = vmboot::AwaitingConfigFrame();
+  for (size_t off = 0; off < hello.size();) {
+    ssize_t n = write(port_fd, hello.data() + off, hello.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return FailErrno("writing awaiting-config");
+    off += static_cast<size_t>(n);
+  }
+  // The host answers with exactly one CONTROL frame. A snapshot of the VM is
+  // taken while this read blocks; every restored copy continues here.
+  link::FrameDecoder decoder;
+  std::optional<link::Frame> frame;
+  char buf[4096];
+  while (!frame) {
+    ssize_t n = read(port_fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return FailErrno("reading the boot config");
+    if (n == 0) return FailMsg("the host closed the port before sending the boot config");
+    std::span<const char> rest(buf, static_cast<size_t>(n));
+    auto used = decoder.Feed(rest);
+    if (!used) return Fail(used.error().Wrap("boot config"));
+    frame = decoder.Next();
+    if (frame && *used != rest.size()) return FailMsg("boot config: unexpected bytes after it");
+  }
+  if (frame->type != link::FrameType::kControl || frame->channel != 0) {
+    return FailMsg("boot config: not a CONTROL frame");
+  }
+  auto config = vmboot::ParseConfig(frame->payload);
+  if (!config) return Fail(config.error());
+
+  // Restored siblings share the kernel's RNG state up to here: mix in the
+  // host's fresh bytes (credited) and make the CRNG take a new key from the
+  // input pool now, rather than at its next scheduled reseed.
+  UniqueFd rnd(open("/dev/urandom", O_WRONLY | O_CLOEXEC));
+  if (!rnd) return FailErrno("open /dev/urandom");
+  // rand_pool_info ends in a flexible array: the bytes follow the header.
+  alignas(
+      rand_pool_info) unsigned char pool[sizeof(rand_pool_info) + vmboot::kMaxEntropyBytes] = {};
+  auto* info = reinterpret_cast<rand_pool_info*>(pool);
+  info->entropy_count = static_cast<int>(config->entropy.size() * 8);
+  info->buf_size = static_cast<int>(config->entropy.size());
+  std::memcpy(pool + sizeof(rand_pool_info), config->entropy.data(), config->entropy.size());
+  if (ioctl(rnd.get(), RNDADDENTROPY, info) != 0) return FailErrno("RNDADDENTROPY");
+  if (ioctl(rnd.get(), RNDRESEEDCRNG) != 0) return FailErrno("RNDRESEEDCRNG");
+  timespec now{static_cast<time_t>(config->realtime_ns / 1'000'000'000),
+               static_cast<long>(config->realtime_ns % 1'000'000'000)};
+  if (clock_settime(CLOCK_REALTIME, &now) != 0) return FailErrno("clock_settime");
+  Kmsg(6, "boot config: %zu bytes of host entropy added, CRNG reseeded, clock set",
+       config->entropy.size());
+  return config;
+}
+
+std::vector<std::string> Stage2Args(const Options& o, const vmboot::BootConfig& c, int port_fd) {
+  return {"/init",
+          "--vm",
+          "--port-fd=" + std::to_string(port_fd),
+          "--port=" + o.port_name,
+          "--root-serial=" + o.root_serial,
+          "--root-fs=" + o.root_fstype,
+          "--scratch-serial=" + o.scratch_serial,
+          "--hostname=" + c.hostname,
+          "--pids-max=" + std::to_string(c.pids_max)};
+}
+
+Status BootStage2(const Options& o) {
+  const double t0 = NowS();
+  if (g_kmsg < 0) g_kmsg = open("/dev/kmsg", O_WRONLY | O_CLOEXEC | O_NOCTTY);
   if (auto st = MountRoot(o); !st) return Fail(st.error().Wrap("root filesystem"));
   if (auto st = SwitchRoot(); !st) return Fail(st.error().Wrap("switching root"));
   if (auto st = FinishEnvironment(o); !st) return Fail(st.error().Wrap("sandbox environment"));
   if (auto st = Harden(o); !st) return Fail(st.error().Wrap("hardening"));
-  const double t_done = NowS();
-  Kmsg(6, "booted: init at %.3f s, %d modules in %.3f s, port after %.3f s, root after %.3f s", t0,
-       *modules, t_modules - t0, t_port - t0, t_done - t0);
-  return port;
+  Kmsg(6, "stage 2: root and environment in %.3f s (at %.3f s since boot)", NowS() - t0, NowS());
+  return {};
 }
 
 void PowerOff() {
@@ -516,12 +596,52 @@ void Main(int argc, char** argv) {
     Kmsg(3, "%s", options.error().message.c_str());
     PowerOff();
   }
-  auto link = Boot(*options);
-  if (!link) {
-    Kmsg(3, "boot failed: %s", link.error().message.c_str());
+  if (options->port_fd < 0) {
+    // Stage 1, as the kernel's /init.
+    auto port = BootStage1(*options);
+    if (!port) {
+      Kmsg(3, "boot failed: %s", port.error().message.c_str());
+      PowerOff();
+    }
+    auto config = AwaitConfig(port->get());
+    if (!config) {
+      Kmsg(3, "boot handshake failed: %s", config.error().message.c_str());
+      PowerOff();
+    }
+    // The port becomes fd 3 of stage 2 (0-2 are /dev/null), open across exec.
+    constexpr int kStage2PortFd = 3;
+    if (g_kmsg == kStage2PortFd) {  // CLOEXEC anyway; stage 2 opens its own
+      close(g_kmsg);
+      g_kmsg = -1;
+    }
+    // dup2 onto itself would keep O_CLOEXEC.
+    int moved = port->get() == kStage2PortFd ? fcntl(kStage2PortFd, F_SETFD, 0)
+                                             : dup2(port->get(), kStage2PortFd);
+    if (moved < 0) {
+      Kmsg(3, "moving the port to fd %d: %s", kStage2PortFd, strerror(errno));
+      PowerOff();
+    }
+    std::vector<std::string> args = Stage2Args(*options, *config, kStage2PortFd);
+    std::vector<char*> argv2;
+    for (auto& a : args) argv2.push_back(a.data());
+    argv2.push_back(nullptr);
+    char* envp[] = {nullptr};
+    execve("/init", argv2.data(), envp);
+    int err = errno;
+    if (g_kmsg < 0) g_kmsg = open("/dev/kmsg", O_WRONLY | O_CLOEXEC | O_NOCTTY);
+    Kmsg(3, "re-executing /init: %s", strerror(err));
     PowerOff();
   }
-  auto agent = Agent::Create(std::move(*link));
+  if (auto st = BootStage2(*options); !st) {
+    Kmsg(3, "boot failed: %s", st.error().message.c_str());
+    PowerOff();
+  }
+  UniqueFd link(options->port_fd);
+  if (fcntl(link.get(), F_SETFD, FD_CLOEXEC) != 0) {
+    Kmsg(3, "the port fd %d: %s", options->port_fd, strerror(errno));
+    PowerOff();
+  }
+  auto agent = Agent::Create(std::move(link));
   if (!agent) {
     Kmsg(3, "%s", agent.error().message.c_str());
     PowerOff();

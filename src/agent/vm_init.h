@@ -25,16 +25,21 @@
 
 #include "common/error.h"
 #include "common/fd.h"
+#include "common/vm_boot.h"
 
 namespace sandboxd::agent::vm {
 
 // What the host tells the init, on the kernel command line after "--"
-// (the kernel hands those words to /init as argv):
+// (the kernel hands those words to /init as argv). The same for every
+// sandbox: per-sandbox settings come later, in the boot handshake
+// (common/vm_boot.h), so that a snapshot taken before it fits every sandbox.
 //   --vm                      VM mode (also implied as PID 1 without --link-fd)
 //   --port=NAME               the virtio-serial port carrying the link
 //   --root-serial=ID          virtio-blk serial of the read-only root image
 //   --root-fs=erofs|ext4      its filesystem
 //   --scratch-serial=ID       virtio-blk serial of the writable scratch disk
+// Stage 2 (the init re-executes itself after the handshake, see Main) adds:
+//   --port-fd=N               the port, already open as fd N
 //   --hostname=NAME
 //   --pids-max=N              tasks in the sandbox's cgroup (the agent's included)
 // Every value has a default matching the microVM backend.
@@ -45,6 +50,7 @@ struct Options {
   std::string scratch_serial = "scratch";
   std::string hostname = "sandbox";
   uint32_t pids_max = 1024;
+  int port_fd = -1;  // >= 0: stage 2
 };
 
 // The guest's cgroup (v2) holding the agent and everything it starts: the
@@ -86,16 +92,36 @@ size_t RemoveTreeOnSameDevice(int dir_fd);
 // and '.'.
 bool ValidHostname(std::string_view name);
 
-// Runs the boot steps in order and returns the link: the agent port, open,
-// with the host end connected. Only meaningful as PID 1 of a guest.
-Result<UniqueFd> Boot(const Options& options);
+// Stage 1 of the boot: /dev, /proc, /sys, the modules, and the agent port,
+// open, with the host end connected. Touches no disk's filesystem. Only
+// meaningful as PID 1 of a guest.
+Result<UniqueFd> BootStage1(const Options& options);
+
+// The handshake on the port: writes awaiting-config, blocks for the host's
+// config (the VM may be snapshotted meanwhile and resumed any number of
+// times), then mixes the host's entropy into the kernel's input pool
+// (RNDADDENTROPY) and reseeds the CRNG (RNDRESEEDCRNG), and sets the clock.
+Result<vmboot::BootConfig> AwaitConfig(int port_fd);
+
+// The arguments of stage 2 (see Options), argv[0] included.
+std::vector<std::string> Stage2Args(const Options& options, const vmboot::BootConfig& config,
+                                    int port_fd);
+
+// Stage 2: the root filesystem (read-only image + scratch overlay), the
+// switch into it, the sandbox's environment and hardening.
+Status BootStage2(const Options& options);
 
 // sync(), then ACPI power-off (QEMU exits 0); never returns.
 [[noreturn]] void PowerOff();
 
-// The whole of VM mode: Boot, serve the link with Agent, PowerOff. Every
-// failure ends in PowerOff too, after a line on /dev/kmsg (visible on a
-// debug console) naming the step.
+// The whole of VM mode. Stage 1 (as the kernel's /init): BootStage1,
+// AwaitConfig, then execve of /init itself with Stage2Args, so that the
+// process that serves the sandbox starts after the reseed, with fresh
+// AT_RANDOM (stack protector, pointer guard) and a fresh stack/heap/mmap
+// layout instead of the one every VM restored from a snapshot shares. Stage 2:
+// BootStage2, serve the link with Agent, PowerOff. Every failure ends in
+// PowerOff too, after a line on /dev/kmsg (visible on a debug console)
+// naming the step.
 [[noreturn]] void Main(int argc, char** argv);
 
 }  // namespace sandboxd::agent::vm

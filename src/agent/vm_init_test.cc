@@ -83,13 +83,40 @@ TEST(VmInit, ParseArgs) {
   EXPECT_EQ(d->port_name, "sandbox.agent");
   EXPECT_EQ(d->root_fstype, "erofs");
   EXPECT_EQ(d->hostname, "sandbox");
+  EXPECT_EQ(d->port_fd, -1);  // stage 1
 
-  for (std::string bad :
-       {"--root-fs=btrfs", "--hostname=a b", "--hostname=a/b", "--port=", "--bogus=1", "--bogus",
-        "--pids-max=0", "--pids-max=12x", "--pids-max=99999999"}) {
+  for (std::string bad : {"--root-fs=btrfs", "--hostname=a b", "--hostname=a/b",
+                          "--port=", "--bogus=1", "--bogus", "--pids-max=0", "--pids-max=12x",
+                          "--pids-max=99999999", "--port-fd=2", "--port-fd=x", "--port-fd=-3"}) {
     std::vector<std::string> w = {"/init", bad};
     EXPECT_FALSE(ParseArgs(2, Argv(w).data())) << bad;
   }
+}
+
+// Stage 1 re-executes /init with these; they must parse back to the same
+// settings, plus the port fd and the per-sandbox values of the handshake.
+TEST(VmInit, Stage2ArgsParseBack) {
+  Options o;
+  o.port_name = "p.x";
+  o.root_serial = "r";
+  o.root_fstype = "ext4";
+  o.scratch_serial = "s";
+  vmboot::BootConfig c;
+  c.hostname = "sbx-7";
+  c.pids_max = 333;
+  auto words = Stage2Args(o, c, 3);
+  EXPECT_EQ(words[0], "/init");
+  EXPECT_EQ(words[1], "--vm");  // /proc/1/cmdline still starts with "/init --vm"
+  EXPECT_TRUE(WantsVmMode(static_cast<int>(words.size()), Argv(words).data(), 1));
+  auto back = ParseArgs(static_cast<int>(words.size()), Argv(words).data());
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(back->port_fd, 3);
+  EXPECT_EQ(back->port_name, "p.x");
+  EXPECT_EQ(back->root_serial, "r");
+  EXPECT_EQ(back->root_fstype, "ext4");
+  EXPECT_EQ(back->scratch_serial, "s");
+  EXPECT_EQ(back->hostname, "sbx-7");
+  EXPECT_EQ(back->pids_max, 333u);
 }
 
 TEST(VmInit, ParseModulesLoad) {

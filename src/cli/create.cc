@@ -1,7 +1,7 @@
 // sandbox create [--memory MB] [--timeout DUR|session] [--label k=v]...
 //                [--env K=V]... [--allow-net HOST]...
 //                [--secret NAME=VALUE@HOST,... | --secret NAME@HOST,...]...
-//                [--region R]
+//                [--region R] [--isolation namespaces|microvm]
 //
 // Prints the new sandbox id. The CLI disconnects right after creating, and a
 // "session" sandbox dies with its creating connection, so the CLI's default
@@ -22,6 +22,7 @@ struct CreateArgs {
   std::string timeout = "5m";
   std::vector<std::string> labels, env, allow_net, secrets;
   std::string region;
+  std::string isolation;
   bool allow_net_given = false;
 };
 
@@ -48,6 +49,7 @@ int RunCreate(const GlobalOptions& global, const CreateArgs& args) {
     options.secrets.push_back(std::move(*secret));
   }
   if (!args.region.empty()) options.region = args.region;
+  if (!args.isolation.empty()) options.isolation = args.isolation;
   auto sandbox = client::Sandbox::Create(*c, options);
   if (!sandbox) return ReportError("create", sandbox.error());
   std::printf("%s\n", sandbox->id().c_str());
@@ -73,6 +75,8 @@ void RegisterCreate(CLI::App& app, Context& ctx) {
                   "(keeps it out of ps); inside, $NAME holds a placeholder the proxy replaces in HTTPS requests "
                   "to HOST (repeatable)");
   sub->add_option("--region", args->region, "region the sandbox must run in");
+  sub->add_option("--isolation", args->isolation,
+                  "isolation backend: namespaces | microvm (default: the server's; sandboxd extension)");
   sub->callback([args, net, &ctx] {
     args->allow_net_given = net->count() > 0;
     ctx.exit_code = RunCreate(ctx.global, *args);

@@ -593,6 +593,21 @@ TEST_F(IntegrationTest, CliNet) {
   EXPECT_EQ(Cli({"net", "show", id}).exit_code, 1);
 }
 
+TEST_F(IntegrationTest, CliCreateIsolation) {
+  // Our create-config extension: the backend by name. namespaces is always
+  // there; an unknown name is the server's 400.
+  auto ns = Cli({"create", "--isolation", "namespaces", "--timeout", "1m"});
+  ASSERT_EQ(ns.exit_code, 0) << ns.err;
+  std::string id = Trim(ns.out);
+  EXPECT_EQ(Cli({"exec", id, "true"}).exit_code, 0);
+  EXPECT_EQ(Cli({"kill", id}).exit_code, 0);
+  auto bad = Cli({"create", "--isolation", "kvm"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("isolation"), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("status: 400"), std::string::npos) << bad.err;
+  EXPECT_EQ(bad.out, "");
+}
+
 TEST_F(IntegrationTest, CliCreateRefusesBadNetworkOptions) {
   // A secret taken from an unset variable: refused locally, before any request.
   auto unset = Cli({"create", "--secret", "SBX_IT_SURELY_UNSET@api.example.com"});

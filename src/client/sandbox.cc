@@ -643,6 +643,7 @@ Result<Sandbox> Sandbox::Create(const Client& client, const CreateOptions& optio
   }
   config.secrets = options.secrets;
   config.region = options.region;
+  config.isolation = options.isolation;
   auto header = EncodeConfigHeader(BuildConfigJson(config));
   if (!header) return std::unexpected(header.error());
   std::string id;

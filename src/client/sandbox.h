@@ -44,6 +44,10 @@ struct CreateOptions {
   std::vector<Secret> secrets;
   // sandboxd extension: the region the sandbox must run in.
   std::optional<std::string> region;
+  // sandboxd extension: the isolation backend, "namespaces" or "microvm"
+  // (absent: the server's default). The server answers 400 for a backend it
+  // does not have.
+  std::optional<std::string> isolation;
 };
 
 enum class Stdio { kPiped, kNull };

@@ -157,6 +157,7 @@ std::string BuildConfigJson(const SandboxConfig& config) {
     j["secrets"] = std::move(secrets);
   }
   if (config.region) j["region"] = *config.region;
+  if (config.isolation) j["isolation"] = *config.isolation;
   // ensure_ascii=false: non-ASCII stays UTF-8 here and becomes Latin-1 below,
   // exactly like JSON.stringify + btoa.
   return j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);

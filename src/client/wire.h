@@ -62,11 +62,13 @@ struct SandboxConfig {
   Labels labels;  // omitted when empty
   std::optional<std::vector<std::string>> allow_net;
   std::vector<Secret> secrets;        // omitted when empty; names must be unique
-  std::optional<std::string> region;  // sandboxd extension, emitted last
+  std::optional<std::string> region;  // sandboxd extension, emitted after the SDK's keys
+  // sandboxd extension: "namespaces" | "microvm" (the server checks), emitted last.
+  std::optional<std::string> isolation;
 };
 // The JSON text in the SDK's key order: stop_at_ms, memory_mb, labels,
 // volumes ([] always), allow_net, secrets ({NAME: {hosts, value}} in the
-// given order), then our extension region.
+// given order), then our extensions region and isolation.
 std::string BuildConfigJson(const SandboxConfig& config);
 // base64(Latin-1(json)). Characters above U+00FF cannot be encoded (the SDK's
 // btoa throws too) → INVALID_ARGUMENT; invalid UTF-8 likewise.

@@ -38,6 +38,14 @@ TEST(ConfigHeader, KeyOrderFollowsTheSdk) {
             R"("volumes":[],"allow_net":["example.com"],"region":"ams"})");
 }
 
+TEST(ConfigHeader, IsolationExtensionIsEmittedLast) {
+  SandboxConfig c;
+  c.isolation = "microvm";
+  EXPECT_EQ(BuildConfigJson(c), R"({"memory_mb":1280,"volumes":[],"isolation":"microvm"})");
+  c.region = "ams";
+  EXPECT_EQ(BuildConfigJson(c), R"({"memory_mb":1280,"volumes":[],"region":"ams","isolation":"microvm"})");
+}
+
 TEST(ConfigHeader, EmptyAllowNetIsSent) {
   SandboxConfig c;
   c.allow_net = std::vector<std::string>{};

@@ -51,6 +51,7 @@ struct ServeFlags {
   std::string agent;
   std::string vm_kernel, vm_initrd, vm_rootfs;  // microvm; default: ../image/vm/ beside the binary
   bool vm_debug_console = false;
+  std::string vm_snapshot = "on";
   int session_grace_ms = 1000;
   size_t max_sandboxes = 256;
   std::string max_lifetime;
@@ -135,8 +136,10 @@ int Serve(const ServeFlags& f) {
   }
   // Sandboxes do not outlive their daemon: records a previous run left live
   // are marked stopped, and the backend reaps what they left on the host.
-  if (auto stale = (*store)->StopAllLive(core::SystemNowMs(), "daemon restarted"); stale && !stale->empty()) {
-    spdlog::info("marked {} sandboxes of a previous run as stopped", stale->size());
+  auto stale = (*store)->StopAllLive(core::SystemNowMs(), "daemon restarted");
+  if (!stale) {
+    std::fprintf(stderr, "sandboxd: %s\n", stale.error().message.c_str());
+    return 1;
   }
 
   isolation::NamespacesConfig ns;
@@ -167,13 +170,33 @@ int Serve(const ServeFlags& f) {
   vm.scratch_template = f.data_dir + "/vm/scratch.img";
   vm.cgroup_parent = ns.cgroup_parent;
   vm.debug_console = f.vm_debug_console;
-  auto backend = isolation::MakeBackend(f.isolation, ns, vm);
-  if (!backend) {
-    std::fprintf(stderr, "sandboxd: isolation %s: %s\n", f.isolation.c_str(), backend.error().message.c_str());
+  if (f.vm_snapshot != "on" && f.vm_snapshot != "off") {
+    std::fprintf(stderr, "sandboxd: --vm-snapshot must be on or off\n");
+    return 2;
+  }
+  vm.snapshot = f.vm_snapshot == "on";
+  vm.snapshot_dir = f.data_dir + "/vm/snapshots";
+  vm.snapshot_memory_mb = core::kDefaultMemoryMb;
+  auto backends = isolation::MakeBackends(f.isolation, ns, vm);
+  if (!backends) {
+    std::fprintf(stderr, "sandboxd: isolation %s: %s\n", f.isolation.c_str(), backends.error().message.c_str());
     return 1;
   }
-  const std::string isolation_name((*backend)->Name());
-  (*backend)->ReapStale();
+  // Each record says which backend ran it; that backend reaps it. Both
+  // backends share the state dir and the cgroup parent and reap everything
+  // there that is not live, so a sandbox of a backend this run lacks (or of a
+  // record from before the column) is still reaped, by the other one.
+  if (!stale->empty()) {
+    std::map<std::string, size_t> per_backend;
+    for (const auto& s : *stale) ++per_backend[s.isolation.empty() ? "unrecorded" : s.isolation];
+    for (const auto& [name, n] : per_backend) {
+      bool held = backends->Find(name) != nullptr;
+      spdlog::info("marked {} {} sandboxes of a previous run as stopped{}", n, name,
+                   held ? "" : " (reaped by the backends this run has)");
+    }
+  }
+  for (const auto& [name, b] : backends->by_name) b->ReapStale();
+  for (const auto& [name, b] : backends->by_name) b->Warm();
 
   // Outbound networking: one veth per sandbox, the firewall table, the
   // egress proxy and the resolver. Tagged per data dir like the cgroups.
@@ -215,11 +238,12 @@ int Serve(const ServeFlags& f) {
   std::unique_ptr<ingress::IngressServer> ingress_server;
   std::string ingress_url, ingress_ca;
   boost::asio::io_context io(1);
-  core::Manager mgr(io, **store, std::move(*backend), opts);
+  const std::string default_isolation = backends->default_name;
+  core::Manager mgr(io, **store, std::move(*backends), opts);
   mgr.SetNetwork(network.get());
   api::HttpServer server(io, mgr, **store);
   if (!f.ingress.listen.empty()) {
-    auto ig = ingress::StartDaemonIngress(f.ingress, f.data_dir, isolation_name, io, mgr);
+    auto ig = ingress::StartDaemonIngress(f.ingress, f.data_dir, io, mgr);
     if (!ig) {
       std::fprintf(stderr, "sandboxd: %s\n", ig.error().message.c_str());
       return 1;
@@ -264,7 +288,7 @@ int Serve(const ServeFlags& f) {
     std::printf("sandboxd ssh on %s:%u\n", saddr.c_str(), sep.port());
   }
   std::fflush(stdout);
-  spdlog::info("region {}, isolation {}, data dir {}, network {}", f.region, isolation_name, f.data_dir,
+  spdlog::info("region {}, isolation {}, data dir {}, network {}", f.region, default_isolation, f.data_dir,
                network ? f.net_range : std::string("off"));
 
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
@@ -293,12 +317,17 @@ int main(int argc, char** argv) {
     c->add_option("--data-dir", f.data_dir, "state: SQLite store, per-sandbox writable layers");
     c->add_option("--region", f.region, "the region this daemon serves (three lower-case letters)");
     c->add_option("--isolation", f.isolation,
-                  "auto (microvm where a probe VM boots under KVM, else namespaces) | namespaces | microvm");
+                  "the default backend: auto (microvm where a probe VM boots under KVM, else namespaces) | "
+                  "namespaces | microvm; a create may ask for the other one (config \"isolation\")");
     c->add_option("--image", f.image, "base root filesystem (default: ../image/rootfs beside the binary)");
     c->add_option("--agent", f.agent, "static sandbox-agent binary (default: beside sandboxd)");
     c->add_option("--vm-kernel", f.vm_kernel, "microvm: guest kernel (default: ../image/vm/vmlinux beside the binary)");
     c->add_option("--vm-initrd", f.vm_initrd, "microvm: initramfs with the agent (default: ../image/vm/initrd)");
     c->add_option("--vm-rootfs", f.vm_rootfs, "microvm: read-only root image (default: ../image/vm/rootfs.erofs)");
+    c->add_option("--vm-snapshot", f.vm_snapshot,
+                  "microvm: on | off: sandboxes of the default size resume from a snapshot of a booted VM "
+                  "(made once into <data-dir>/vm/snapshots) instead of booting")
+        ->capture_default_str();
     c->add_flag("--vm-debug-console", f.vm_debug_console,
                 "microvm: the guest's console into <data-dir>/sandboxes/<id>/qemu.log (removed with the sandbox)");
     c->add_option("--session-grace-ms", f.session_grace_ms, "how long a session sandbox outlives its last client");

@@ -179,6 +179,17 @@ ApiResult<CreateConfig> ParseCreateConfigHeader(std::string_view header, const C
       cfg.env.emplace(k, v.get<std::string>());
     }
   }
+
+  // Our extension (no SDK sends it; docs/api.md): which backend isolates
+  // this sandbox. Availability on this server is the Manager's call.
+  if (auto it = j.find("isolation"); it != j.end() && !it->is_null()) {
+    if (!it->is_string()) return Bad("isolation must be a string: \"namespaces\" or \"microvm\"");
+    const auto& v = it->get_ref<const std::string&>();
+    if (v != kIsolationNamespaces && v != kIsolationMicroVm) {
+      return Bad("unknown isolation '" + v + "' (supported: namespaces, microvm)");
+    }
+    cfg.isolation = v;
+  }
   return cfg;
 }
 

@@ -32,7 +32,15 @@ struct CreateConfig {
   std::optional<std::vector<std::string>> allow_net;  // absent: no outbound access
   std::map<std::string, Secret> secrets;
   std::map<std::string, std::string> env;  // Python SDK sends env in the config
+  // sandboxd extension: the isolation backend for this sandbox ("namespaces"
+  // or "microvm"); absent: the daemon's default (--isolation). Whether that
+  // backend is available here is checked by the Manager.
+  std::optional<std::string> isolation;
 };
+
+// The values the `isolation` create option may take.
+inline constexpr const char* kIsolationNamespaces = "namespaces";
+inline constexpr const char* kIsolationMicroVm = "microvm";
 
 struct ConfigLimits {
   std::string region;              // the region this daemon serves

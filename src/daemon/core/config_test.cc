@@ -44,6 +44,28 @@ TEST(ConfigTest, RejectsMemoryOutOfRange) {
   EXPECT_TRUE(ParseCreateConfigHeader(Header(R"({"memory_mb":4096})"), Limits()));
 }
 
+TEST(ConfigTest, IsolationExtension) {
+  auto none = ParseCreateConfigHeader(Header(R"({"memory_mb":1280,"volumes":[]})"), Limits());
+  ASSERT_TRUE(none) << none.error().message;
+  EXPECT_FALSE(none->isolation);  // the daemon's default
+  for (const char* v : {"namespaces", "microvm"}) {
+    auto c = ParseCreateConfigHeader(Header(std::string(R"({"memory_mb":1280,"isolation":")") + v + "\"}"),
+                                     Limits());
+    ASSERT_TRUE(c) << v << ": " << c.error().message;
+    EXPECT_EQ(c->isolation, v);
+  }
+  auto null = ParseCreateConfigHeader(Header(R"({"isolation":null})"), Limits());
+  ASSERT_TRUE(null) << null.error().message;
+  EXPECT_FALSE(null->isolation);
+  for (const char* bad : {R"("auto")", R"("kvm")", R"("MicroVM")", R"("")", "1", "true", R"(["microvm"])"}) {
+    auto c = ParseCreateConfigHeader(Header(std::string(R"({"isolation":)") + bad + "}"), Limits());
+    ASSERT_FALSE(c) << bad;
+    EXPECT_EQ(c.error().status, 400);
+    EXPECT_EQ(c.error().code, "INVALID_CONFIG");
+    EXPECT_NE(c.error().message.find("isolation"), std::string::npos) << c.error().message;
+  }
+}
+
 TEST(ConfigTest, RejectsBadLabels) {
   auto six = ParseCreateConfigHeader(Header(R"({"labels":{"a":"1","b":"2","c":"3","d":"4","e":"5","f":"6"}})"),
                                      Limits());

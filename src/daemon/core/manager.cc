@@ -28,13 +28,14 @@ std::string PersistableConfig(const CreateConfig& c) {
   nlohmann::json secrets = nlohmann::json::object();
   for (const auto& [name, s] : c.secrets) secrets[name] = {{"hosts", s.hosts}};
   if (!c.secrets.empty()) j["secrets"] = secrets;
+  if (c.isolation) j["isolation"] = *c.isolation;
   return j.dump();
 }
 }  // namespace
 
-Manager::Manager(boost::asio::io_context& io, Store& store, std::unique_ptr<isolation::Backend> backend,
-                 ManagerOptions opts, NowMsFn now)
-    : io_(io), store_(store), backend_(std::move(backend)), opts_(std::move(opts)), now_(std::move(now)) {}
+Manager::Manager(boost::asio::io_context& io, Store& store, isolation::BackendSet backends, ManagerOptions opts,
+                 NowMsFn now)
+    : io_(io), store_(store), backends_(std::move(backends)), opts_(std::move(opts)), now_(std::move(now)) {}
 
 Manager::~Manager() { pool_.join(); }
 
@@ -57,9 +58,20 @@ void Manager::Create(const std::string& org, CreateConfig cfg, CreateFn done) {
                                       " sandboxes"}));
     return;
   }
+  // The backend: the create config's (our extension), else the daemon's default.
+  const std::string isolation = cfg.isolation.value_or(backends_.default_name);
+  isolation::Backend* backend = backends_.Find(isolation);
+  if (!backend) {
+    auto why = backends_.unavailable.find(isolation);
+    done(std::unexpected(ApiError{400, "ISOLATION_UNAVAILABLE",
+                                  "isolation '" + isolation + "' is not available on this server" +
+                                      (why != backends_.unavailable.end() ? " (" + why->second + ")" : "")}));
+    return;
+  }
   std::string id = NewSandboxId(opts_.region);
   int64_t now = now_();
   auto sb = std::make_shared<Sandbox>(io_, id, org, std::move(cfg), now);
+  sb->isolation_ = isolation;
   // Secrets never enter the sandbox: inside, the variable holds a placeholder
   // that the egress proxy swaps for the value on the wire to approved hosts.
   std::vector<net::SecretBinding> bindings;
@@ -104,6 +116,7 @@ void Manager::Create(const std::string& org, CreateConfig cfg, CreateFn done) {
   rec.state = "creating";
   rec.created_ms = now;
   rec.stop_at_ms = sb->config().stop_at_ms;
+  rec.isolation = isolation;
   if (auto st = store_.InsertSandbox(rec); !st) {
     done(std::unexpected(ApiError::Internal(st.error().message)));
     return;
@@ -113,9 +126,9 @@ void Manager::Create(const std::string& org, CreateConfig cfg, CreateFn done) {
   spec.id = id;
   spec.memory_mb = sb->config().memory_mb;
   ++creating_;
-  boost::asio::post(pool_, [this, spec, sb, bindings = std::move(bindings), secret_hosts = std::move(secret_hosts),
+  boost::asio::post(pool_, [this, backend, spec, sb, bindings = std::move(bindings), secret_hosts = std::move(secret_hosts),
                             done = std::move(done)]() mutable {
-    auto inst = backend_->Start(spec);
+    auto inst = backend->Start(spec);
     std::unique_ptr<net::NetworkAttachment> attachment;
     if (inst && net_) {
       auto a = AttachNetwork(**inst, sb, std::move(bindings), secret_hosts);
@@ -168,8 +181,8 @@ void Manager::Create(const std::string& org, CreateConfig cfg, CreateFn done) {
         return;
       }
       ArmStopTimer(sb);
-      spdlog::info("sandbox {}: running (org {}, {} MiB, {}, {})", sb->id(), sb->org(), sb->config().memory_mb,
-                   sb->stop_at_ms_ ? "timed" : "session",
+      spdlog::info("sandbox {}: running (org {}, {}, {} MiB, {}, {})", sb->id(), sb->org(), sb->isolation_,
+                   sb->config().memory_mb, sb->stop_at_ms_ ? "timed" : "session",
                    sb->net_ ? "network " + sb->net_->sandbox_ip() : std::string("no network"));
       if (sb->net_ && sb->net_->policy()->ca()) return InstallTrust(sb, std::move(done));
       done(sb);

@@ -17,6 +17,7 @@
 #include "daemon/core/sandbox.h"
 #include "daemon/core/store.h"
 #include "daemon/isolation/backend.h"
+#include "daemon/isolation/select_backend.h"
 #include "daemon/net/network.h"
 
 namespace sandboxd::core {
@@ -42,8 +43,10 @@ int64_t SystemNowMs();
 
 class Manager {
  public:
-  Manager(boost::asio::io_context& io, Store& store, std::unique_ptr<isolation::Backend> backend,
-          ManagerOptions opts, NowMsFn now = SystemNowMs);
+  // `backends`: every isolation backend of this daemon; a sandbox gets the
+  // default one unless its create config names another (CreateConfig::isolation).
+  Manager(boost::asio::io_context& io, Store& store, isolation::BackendSet backends, ManagerOptions opts,
+          NowMsFn now = SystemNowMs);
   ~Manager();
 
   const ManagerOptions& options() const { return opts_; }
@@ -94,7 +97,7 @@ class Manager {
 
   boost::asio::io_context& io_;
   Store& store_;
-  std::unique_ptr<isolation::Backend> backend_;
+  isolation::BackendSet backends_;
   net::NetworkService* net_ = nullptr;
   ManagerOptions opts_;
   NowMsFn now_;

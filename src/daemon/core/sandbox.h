@@ -47,6 +47,8 @@ class Sandbox : public std::enable_shared_from_this<Sandbox> {
   const std::string& id() const { return id_; }
   const std::string& org() const { return org_; }
   const CreateConfig& config() const { return cfg_; }
+  // The isolation backend that runs it ("namespaces" | "microvm").
+  const std::string& isolation() const { return isolation_; }
   SandboxState state() const { return state_; }
   std::optional<int64_t> stop_at_ms() const { return stop_at_ms_; }
   AgentLink& link() { return *link_; }
@@ -98,6 +100,7 @@ class Sandbox : public std::enable_shared_from_this<Sandbox> {
   std::string id_;
   std::string org_;
   CreateConfig cfg_;
+  std::string isolation_;
   int64_t created_ms_;
   std::optional<int64_t> stop_at_ms_;
   SandboxState state_ = SandboxState::kRunning;

@@ -61,12 +61,14 @@ CREATE TABLE IF NOT EXISTS sandboxes(
   created_ms INTEGER NOT NULL,
   stopped_ms INTEGER,
   stop_at_ms INTEGER,
-  error TEXT NOT NULL DEFAULT '');
+  error TEXT NOT NULL DEFAULT '',
+  isolation TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS sandboxes_by_org ON sandboxes(org, created_ms DESC, id DESC);
 )sql";
 
 constexpr const char* kSelectCols =
-    "SELECT id, org, region, labels, config, state, created_ms, stopped_ms, stop_at_ms, error FROM sandboxes ";
+    "SELECT id, org, region, labels, config, state, created_ms, stopped_ms, stop_at_ms, error, isolation "
+    "FROM sandboxes ";
 
 SandboxRecord ReadRecord(Stmt& s) {
   SandboxRecord r;
@@ -85,6 +87,7 @@ SandboxRecord ReadRecord(Stmt& s) {
   r.stopped_ms = s.OptInt(7);
   r.stop_at_ms = s.OptInt(8);
   r.error = s.Text(9);
+  r.isolation = s.Text(10);
   return r;
 }
 
@@ -102,7 +105,23 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
   sqlite3_busy_timeout(db, 5000);
   SBX_TRY(s->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"));
   SBX_TRY(s->Exec(kSchema));
+  SBX_TRY(s->Migrate());
   return s;
+}
+
+Status Store::Migrate() {
+  // `isolation` (which backend owns a sandbox) came with per-create backends;
+  // a data dir of an earlier daemon lacks it.
+  bool has_isolation = false;
+  {
+    Stmt s(db_, "PRAGMA table_info(sandboxes)");
+    if (!s.ok()) return s.Fail("reading the schema");
+    while (s.Step() == SQLITE_ROW) {
+      if (s.Text(1) == "isolation") has_isolation = true;
+    }
+  }
+  if (!has_isolation) SBX_TRY(Exec("ALTER TABLE sandboxes ADD COLUMN isolation TEXT NOT NULL DEFAULT ''"));
+  return {};
 }
 
 Store::~Store() { sqlite3_close(db_); }
@@ -136,11 +155,11 @@ Result<std::optional<std::string>> Store::LookupToken(const std::string& token) 
 
 Status Store::InsertSandbox(const SandboxRecord& r) {
   Stmt s(db_,
-         "INSERT INTO sandboxes(id, org, region, labels, config, state, created_ms, stopped_ms, stop_at_ms, error) "
-         "VALUES(?,?,?,?,?,?,?,?,?,?)");
+         "INSERT INTO sandboxes(id, org, region, labels, config, state, created_ms, stopped_ms, stop_at_ms, error, "
+         "isolation) VALUES(?,?,?,?,?,?,?,?,?,?,?)");
   s.Bind(1, r.id).Bind(2, r.org).Bind(3, r.region).Bind(4, nlohmann::json(r.labels).dump());
   s.Bind(5, r.config_json).Bind(6, r.state).Bind(7, r.created_ms).Bind(8, r.stopped_ms);
-  s.Bind(9, r.stop_at_ms).Bind(10, r.error);
+  s.Bind(9, r.stop_at_ms).Bind(10, r.error).Bind(11, r.isolation);
   if (s.Step() != SQLITE_DONE) return s.Fail("inserting sandbox");
   return {};
 }
@@ -215,11 +234,11 @@ Result<ListPage> Store::ListSandboxes(const ListQuery& q) {
   return page;
 }
 
-Result<std::vector<std::string>> Store::StopAllLive(int64_t now_ms, const std::string& reason) {
-  std::vector<std::string> ids;
+Result<std::vector<StaleSandbox>> Store::StopAllLive(int64_t now_ms, const std::string& reason) {
+  std::vector<StaleSandbox> ids;
   {
-    Stmt s(db_, "SELECT id FROM sandboxes WHERE state NOT IN ('stopped', 'failed')");
-    while (s.Step() == SQLITE_ROW) ids.push_back(s.Text(0));
+    Stmt s(db_, "SELECT id, isolation FROM sandboxes WHERE state NOT IN ('stopped', 'failed')");
+    while (s.Step() == SQLITE_ROW) ids.push_back({s.Text(0), s.Text(1)});
   }
   Stmt u(db_, "UPDATE sandboxes SET state = 'stopped', stopped_ms = ?, error = ? "
               "WHERE state NOT IN ('stopped', 'failed')");

@@ -28,6 +28,15 @@ struct SandboxRecord {
   std::optional<int64_t> stopped_ms;
   std::optional<int64_t> stop_at_ms;
   std::string error;  // why it failed, if it did
+  // The isolation backend that owns (owned) it: "namespaces" | "microvm";
+  // empty for records written before the column existed.
+  std::string isolation;
+};
+
+// A record a previous daemon run left in a live state.
+struct StaleSandbox {
+  std::string id;
+  std::string isolation;
 };
 
 struct ListQuery {
@@ -61,12 +70,14 @@ class Store {
   Status UpdateStopAt(const std::string& id, std::optional<int64_t> stop_at_ms);
   Result<std::optional<SandboxRecord>> GetSandbox(const std::string& id);
   Result<ListPage> ListSandboxes(const ListQuery& q);
-  // Marks records a previous daemon left in a live state as stopped; returns their ids.
-  Result<std::vector<std::string>> StopAllLive(int64_t now_ms, const std::string& reason);
+  // Marks records a previous daemon left in a live state as stopped; returns them.
+  Result<std::vector<StaleSandbox>> StopAllLive(int64_t now_ms, const std::string& reason);
 
  private:
   explicit Store(sqlite3* db) : db_(db) {}
   Status Exec(const char* sql);
+  // Schema changes of later versions, applied to an existing database.
+  Status Migrate();
   sqlite3* db_;
 };
 

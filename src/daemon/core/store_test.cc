@@ -87,15 +87,56 @@ TEST_F(StoreTest, ListFiltersByOrgLabelsAndRetentionAndPaginates) {
 }
 
 TEST_F(StoreTest, StopAllLiveMarksLeftovers) {
-  ASSERT_TRUE(store_->InsertSandbox(Rec("a", "o1", 100, {})));
+  auto a_rec = Rec("a", "o1", 100, {});
+  a_rec.isolation = "microvm";
+  ASSERT_TRUE(store_->InsertSandbox(a_rec));
   ASSERT_TRUE(store_->InsertSandbox(Rec("b", "o1", 200, {})));
   ASSERT_TRUE(store_->UpdateState("b", "stopped", 250));
   auto ids = store_->StopAllLive(999, "daemon restarted");
   ASSERT_TRUE(ids);
   ASSERT_EQ(ids->size(), 1u);
+  EXPECT_EQ((*ids)[0].id, "a");
+  EXPECT_EQ((*ids)[0].isolation, "microvm");  // so the restart reaps with the right backend
   auto a = store_->GetSandbox("a");
   EXPECT_EQ((*a)->state, "stopped");
   EXPECT_EQ(*(*a)->stopped_ms, 999);
+}
+
+TEST_F(StoreTest, RecordsTheOwningBackend) {
+  auto r = Rec("vm", "o1", 100, {});
+  r.isolation = "microvm";
+  ASSERT_TRUE(store_->InsertSandbox(r));
+  ASSERT_TRUE(store_->InsertSandbox(Rec("ns", "o1", 200, {})));
+  EXPECT_EQ((*store_->GetSandbox("vm"))->isolation, "microvm");
+  EXPECT_EQ((*store_->GetSandbox("ns"))->isolation, "");
+}
+
+TEST_F(StoreTest, AddsTheIsolationColumnToAnOlderDatabase) {
+  store_.reset();
+  const std::string path = dir_ + "/old.db";
+  {  // The schema before per-create backends, with one live record.
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "CREATE TABLE sandboxes(id TEXT PRIMARY KEY, org TEXT NOT NULL, region TEXT NOT NULL, "
+                           "labels TEXT NOT NULL, config TEXT NOT NULL, state TEXT NOT NULL, created_ms INTEGER "
+                           "NOT NULL, stopped_ms INTEGER, stop_at_ms INTEGER, error TEXT NOT NULL DEFAULT '');"
+                           "INSERT INTO sandboxes VALUES('old','o1','loc','{}','{}','running',1,NULL,NULL,'');",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  for (int run = 0; run < 2; ++run) {  // the migration is idempotent
+    auto s = Store::Open(path);
+    ASSERT_TRUE(s) << s.error().message;
+    auto old = (*s)->GetSandbox("old");
+    ASSERT_TRUE(old && *old);
+    EXPECT_EQ((*old)->isolation, "");
+    auto r = Rec("new" + std::to_string(run), "o1", 2, {});
+    r.isolation = "namespaces";
+    ASSERT_TRUE((*s)->InsertSandbox(r));
+    EXPECT_EQ((*(*s)->GetSandbox(r.id))->isolation, "namespaces");
+  }
 }
 
 }  // namespace

@@ -69,8 +69,7 @@ RouteFn ManagerRouter(boost::asio::io_context& loop, core::Manager& mgr) {
 }
 
 Result<DaemonIngress> StartDaemonIngress(const IngressFlags& flags, const std::string& data_dir,
-                                         std::string_view isolation, boost::asio::io_context& loop,
-                                         core::Manager& mgr) {
+                                         boost::asio::io_context& loop, core::Manager& mgr) {
   auto colon = flags.listen.rfind(':');
   if (colon == std::string::npos) return FailMsg("--ingress-listen must be HOST:PORT");
   std::string host = flags.listen.substr(0, colon);
@@ -124,13 +123,6 @@ Result<DaemonIngress> StartDaemonIngress(const IngressFlags& flags, const std::s
   out.naming.public_port =
       flags.public_port != 0 ? static_cast<uint16_t>(flags.public_port) : ep.port();
   out.naming.tls = tls;
-  if (isolation != "namespaces") {
-    // The microVM's services are behind its own network stack: reaching
-    // them needs a connection through the agent (not there yet).
-    out.naming.unsupported = "the HTTP ingress does not reach " + std::string(isolation) +
-                             " sandboxes yet (run the daemon with --isolation namespaces)";
-    spdlog::warn("ingress: {}", out.naming.unsupported);
-  }
   std::string addr =
       ep.address().is_v6() ? "[" + ep.address().to_string() + "]" : ep.address().to_string();
   out.url = std::string(tls ? "https://" : "http://") + addr + ":" + std::to_string(ep.port());

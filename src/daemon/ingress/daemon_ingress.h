@@ -41,12 +41,10 @@ RouteFn ManagerRouter(boost::asio::io_context& loop, core::Manager& mgr);
 
 // Validates `flags` (errors say which flag), prepares TLS (creating the
 // local CA in `data_dir` on first use) and starts the listener. Not for an
-// empty `flags.listen`. `isolation`: the backend's name; the ingress dials
-// into a sandbox's network namespace, which reaches the services of
-// "namespaces" sandboxes only, so with any other backend expose/http
-// answers 501 (the listener still runs: `auto` may pick either).
+// empty `flags.listen`. The ingress dials into a sandbox's network
+// namespace, which reaches the services of "namespaces" sandboxes only: for a
+// sandbox of another backend expose/http answers 501 (api/http_server.cc).
 Result<DaemonIngress> StartDaemonIngress(const IngressFlags& flags, const std::string& data_dir,
-                                         std::string_view isolation, boost::asio::io_context& loop,
-                                         core::Manager& mgr);
+                                         boost::asio::io_context& loop, core::Manager& mgr);
 
 }  // namespace sandboxd::ingress

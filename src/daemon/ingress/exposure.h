@@ -35,7 +35,8 @@ struct Naming {
   std::string domain = "localhost";  // normalised (lower case, no trailing dot)
   uint16_t public_port = 0;          // port in the names we hand out; 0 or 443: none
   bool tls = true;                   // scheme of the "url" we report (the SDK always says https)
-  // Why sandboxes of this daemon cannot be exposed ("" when they can).
+  // Why this sandbox cannot be exposed ("" when it can; set per request for
+  // sandboxes of a backend the ingress does not reach).
   std::string unsupported;
 };
 

@@ -60,6 +60,11 @@ class Backend {
   // Removes what a previous daemon run left behind (cgroups, mounts, work
   // directories of sandboxes that no longer run). Called once at startup.
   virtual void ReapStale() = 0;
+
+  // Start-up work that may go on in the background (the microVM backend
+  // prepares its snapshot). Called once, after every backend's ReapStale
+  // (which would take a VM being prepared for a leftover).
+  virtual void Warm() {}
 };
 
 }  // namespace sandboxd::isolation

@@ -9,9 +9,18 @@
 //           the sandbox's QEMU uid/gid (no groups but /dev/kvm's under KVM,
 //           so no capabilities); no_new_privs; exec QEMU
 //   parent: EOF on the sync socket = exec happened (or an error message)
+//   parent: the boot handshake (common/vm_boot.h): reads the guest's
+//           awaiting-config (a restored VM sent it before its snapshot was
+//           taken) and sends the per-sandbox config with fresh entropy;
 //   parent: waits until the guest's agent has written to the link (its
 //           ready event, left unread for the daemon) or QEMU exits, bounded
 //           by boot_timeout.
+//
+// With snapshots (MicroVmConfig::snapshot, docs/microvm.md "Snapshot
+// restore"), a sandbox of the snapshot's size is launched with -incoming from
+// the snapshot's saved state instead of booting; the snapshot itself is made
+// once by a VM launched like a sandbox plus a QMP monitor, stopped at the
+// handshake and migrated into a file (PrepareSnapshot).
 //
 // QEMU never opens a path of the daemon's state directory (mode 0700, and
 // the data dir above it is 0700 too): disks are fd sets, kernel and
@@ -33,6 +42,7 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -41,6 +51,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -48,9 +59,13 @@
 #include <set>
 #include <sstream>
 
+#include "common/frame.h"
+#include "common/vm_boot.h"
 #include "daemon/isolation/cgroup.h"
 #include "daemon/isolation/microvm/qemu_command.h"
+#include "daemon/isolation/microvm/qmp.h"
 #include "daemon/isolation/microvm/scratch_image.h"
+#include "daemon/isolation/microvm/snapshot.h"
 #include "daemon/isolation/microvm/tsc.h"
 #include "daemon/isolation/remove_tree.h"
 
@@ -230,6 +245,20 @@ std::string FindOnPath(const std::string& name) {
   return "";
 }
 
+// The "flags" line of /proc/cpuinfo (what -cpu host gives a guest).
+std::string HostCpuFlags() {
+  std::string text;
+  UniqueFd fd(::open("/proc/cpuinfo", O_RDONLY | O_CLOEXEC));
+  char buf[8192];
+  ssize_t n;
+  while (fd && text.size() < (1 << 20) && (n = ::read(fd.get(), buf, sizeof buf)) > 0) {
+    text.append(buf, static_cast<size_t>(n));
+  }
+  auto at = text.find("\nflags");
+  if (at == std::string::npos) return text.substr(0, 4096);
+  return text.substr(at + 1, text.find('\n', at + 1) - at - 1);
+}
+
 // Ids and QEMU uid slots of the live sandboxes; shared with the instances,
 // which may outlive the backend.
 struct Registry {
@@ -280,11 +309,33 @@ class MicroVmInstance final : public Instance {
   uint64_t OomKillCount() const override { return cgroup_ ? cgroup_->OomKillCount() : 0; }
   pid_t InitPid() const override { return pid_; }
 
-  // Set by Start() as it acquires them; Destroy() releases whatever is set.
+  // SIGKILLs QEMU and nothing else (no fd is touched): callable from another
+  // thread while the starting one still uses the instance.
+  void Kill() {
+    std::lock_guard lock(mu_);
+    if (pidfd_) ::syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+  }
+
+  // QEMU's exit status (128 + N for signal N) once it has exited; nullopt
+  // while it runs. Does not reap it.
+  std::optional<int> ExitStatus() const {
+    siginfo_t info{};
+    if (!pidfd_ ||
+        ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_.get()), &info,
+                 WEXITED | WNOHANG | WNOWAIT) != 0 ||
+        info.si_pid == 0) {
+      return std::nullopt;
+    }
+    return info.si_code == CLD_EXITED ? info.si_status : 128 + info.si_status;
+  }
+
+  // Set by Launch() as it acquires them; Destroy() releases whatever is set.
   UniqueFd link_;
   UniqueFd pidfd_;
   pid_t pid_ = -1;
   std::unique_ptr<Cgroup> cgroup_;
+  std::string log_path_;
+  Clock::time_point launched_;
 
  private:
   Status KillQemu() {
@@ -321,29 +372,172 @@ class MicroVmBackend final : public Backend {
         cgroups_(std::move(cgroups)),
         kvm_gid_(kvm_gid),
         registry_(std::make_shared<Registry>()) {}
-  ~MicroVmBackend() override { cgroups_.RemoveParentsIfEmpty(); }
+  ~MicroVmBackend() override {
+    {
+      // A snapshot being prepared: its VM dies, so the preparation returns.
+      std::lock_guard lock(prep_mu_);
+      closing_ = true;
+      if (prep_inst_) prep_inst_->Kill();
+    }
+    snapshots_.reset();  // joins the preparation
+    cgroups_.RemoveParentsIfEmpty();
+  }
 
   std::string_view Name() const override { return "microvm"; }
   Result<std::unique_ptr<Instance>> Start(const SandboxSpec& spec) override;
   void ReapStale() override;
+  void Warm() override {
+    if (!config_.eager) return;
+    if (auto st = Setup(); st && snapshots_) snapshots_->StartPreparing();
+  }
+
+  // Once: the TSC rate (TCG) and, with snapshots, their fingerprint and cache.
+  Status Setup();
 
  private:
+  // Everything up to QEMU's exec: state dir, scratch disk, cgroup, the link,
+  // QEMU cloned unprivileged into its netns and cgroup. `extra` becomes
+  // QEMU's fd kFdExtra (the QMP socket for kPrepare, the saved state for
+  // kRestore; nothing for kBoot).
+  Result<std::unique_ptr<MicroVmInstance>> Launch(const SandboxSpec& spec, microvm::LaunchMode mode,
+                                                  UniqueFd extra);
+  // Reads the guest's awaiting-config frame (cold boots only: a restored VM
+  // sent it before the snapshot), bounded by boot_timeout.
+  Status AwaitHandshake(MicroVmInstance& inst);
+  // Sends the per-sandbox config with fresh host entropy and the clock.
+  Status SendConfig(MicroVmInstance& inst, const SandboxSpec& spec);
   // Waits until the agent has written its first bytes (left unread) or QEMU
   // is gone, bounded by boot_timeout.
-  Status AwaitAgent(MicroVmInstance& inst, const std::string& log_path, Clock::time_point t0);
+  Status AwaitAgent(MicroVmInstance& inst);
+  // Boots a VM of the snapshot's size to the handshake and migrates it into
+  // `state_fd` (SnapshotCache::PrepareFn).
+  Status PrepareSnapshot(int state_fd);
+  microvm::QemuLaunch LaunchFor(const SandboxSpec& spec, microvm::LaunchMode mode) const;
+  // The error of a failed start, with QEMU's exit status and last words.
+  Error WhyDead(MicroVmInstance& inst, const std::string& what) const;
 
   const MicroVmConfig config_;
   const std::string qemu_path_;
   const CgroupDriver cgroups_;
   const int kvm_gid_;
   std::shared_ptr<Registry> registry_;
+
+  std::once_flag setup_once_;
+  Status setup_status_;
+  uint64_t tsc_khz_ = 0;  // set once by Setup()
+  std::unique_ptr<microvm::SnapshotCache> snapshots_;
+
+  std::mutex prep_mu_;
+  MicroVmInstance* prep_inst_ = nullptr;  // the VM being snapshotted, if any
+  bool closing_ = false;
 };
+
+Status MicroVmBackend::Setup() {
+  std::call_once(setup_once_, [this] {
+    tsc_khz_ = config_.tsc_khz;
+    if (!config_.kvm && tsc_khz_ == 0) {
+      auto khz = microvm::MeasureTscKhz();
+      if (!khz) {
+        setup_status_ = Fail(khz.error().Wrap("microvm backend: TSC rate"));
+        return;
+      }
+      tsc_khz_ = *khz;
+      // Snapshots are made for one rate: keep the one they were made with
+      // while the measurement agrees with it.
+      if (config_.snapshot)
+        tsc_khz_ = microvm::SnapshotStore(config_.snapshot_dir).StableTscKhz(tsc_khz_);
+      spdlog::info("microvm backend: host TSC {} kHz", tsc_khz_);
+    }
+    if (!config_.snapshot) return;
+    SandboxSpec spec;
+    spec.memory_mb = config_.snapshot_memory_mb;
+    spec.cpus = config_.snapshot_cpus;
+    microvm::SnapshotInputs in;
+    in.files = {qemu_path_, config_.kernel, config_.initrd, config_.rootfs_image,
+                config_.scratch_template};
+    in.qemu_argv = microvm::QemuArgv(LaunchFor(spec, microvm::LaunchMode::kRestore));
+    if (config_.kvm)
+      in.extra = HostCpuFlags();  // -cpu host: the saved CPU state fits this CPU only
+    auto fp = microvm::SnapshotFingerprint(in);
+    if (!fp) {
+      spdlog::warn("microvm snapshots off: {}", fp.error().message);
+      return;
+    }
+    snapshots_ = std::make_unique<microvm::SnapshotCache>(
+        microvm::SnapshotStore(config_.snapshot_dir), *fp,
+        [this](int state_fd) { return PrepareSnapshot(state_fd); });
+    spdlog::info("microvm snapshots on for {} MB / {} vCPUs (snapshot {})",
+                 config_.snapshot_memory_mb, config_.snapshot_cpus, fp->substr(0, 12));
+  });
+  return setup_status_;
+}
+
+microvm::QemuLaunch MicroVmBackend::LaunchFor(const SandboxSpec& spec,
+                                              microvm::LaunchMode mode) const {
+  microvm::QemuLaunch launch;
+  launch.qemu_binary = qemu_path_;
+  launch.kvm = config_.kvm;
+  launch.tsc_khz = tsc_khz_;
+  launch.memory_mb = spec.memory_mb;
+  launch.cpus = spec.cpus;
+  launch.tcg_tb_mb = config_.tcg_tb_mb;
+  launch.root_fstype = config_.rootfs_format;
+  launch.debug_console = config_.debug_console;
+  launch.mode = mode;
+  return launch;
+}
 
 Result<std::unique_ptr<Instance>> MicroVmBackend::Start(const SandboxSpec& spec) {
   const auto t0 = Clock::now();
   if (!ValidId(spec.id)) return FailMsg("invalid sandbox id '" + spec.id + "'");
   if (!ValidHostname(spec.hostname)) return FailMsg("invalid hostname '" + spec.hostname + "'");
   if (spec.memory_mb < 256 || spec.cpus == 0) return FailMsg("a microVM needs >= 256 MB and a CPU");
+  if (spec.pids_max < 16) return FailMsg("a microVM needs a pids limit of at least 16");
+  SBX_TRY(Setup());
+  auto ms_since = [](Clock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
+  };
+
+  if (snapshots_ && spec.memory_mb == config_.snapshot_memory_mb &&
+      spec.cpus == config_.snapshot_cpus) {
+    // Waits while the snapshot is being prepared (a boot and a save), rather
+    // than booting beside it on the same CPUs.
+    if (auto state = snapshots_->Acquire(config_.boot_timeout)) {
+      auto inst = Launch(spec, microvm::LaunchMode::kRestore, std::move(*state));
+      Status st = inst ? SendConfig(**inst, spec) : Status(Fail(inst.error()));
+      if (st) st = AwaitAgent(**inst);
+      if (st) {
+        spdlog::info("sandbox {}: microVM restored from snapshot in {} ms (QEMU pid {})", spec.id,
+                     ms_since((*inst)->launched_), (*inst)->pid_);
+        return std::unique_ptr<Instance>(std::move(*inst));
+      }
+      // QEMU refusing the saved state blames the snapshot; a timeout, or a
+      // failure before QEMU ran, does not.
+      bool blame = inst && (*inst)->ExitStatus().value_or(0) != 0;
+      spdlog::warn("sandbox {}: restoring from the snapshot failed ({}){}; booting cold", spec.id,
+                   st.error().message, blame ? ", snapshot dropped" : "");
+      if (inst) (void)(*inst)->Destroy();  // frees its id for the cold boot
+      if (blame) snapshots_->Invalidate();
+    }
+  } else if (snapshots_) {
+    // Another size boots, but not beside the snapshot's VM while that boots.
+    snapshots_->AwaitIdle(config_.boot_timeout);
+  }
+
+  auto inst = Launch(spec, microvm::LaunchMode::kBoot, UniqueFd());
+  if (!inst) return Fail(inst.error());
+  SBX_TRY(AwaitHandshake(**inst));
+  SBX_TRY(SendConfig(**inst, spec));
+  SBX_TRY(AwaitAgent(**inst));
+  spdlog::info("sandbox {}: microVM booted in {} ms ({} ms since the request; QEMU pid {})",
+               spec.id, ms_since((*inst)->launched_), ms_since(t0), (*inst)->pid_);
+  return std::unique_ptr<Instance>(std::move(*inst));
+}
+
+Result<std::unique_ptr<MicroVmInstance>> MicroVmBackend::Launch(const SandboxSpec& spec,
+                                                                microvm::LaunchMode mode,
+                                                                UniqueFd extra_in) {
+  const auto t0 = Clock::now();
   uint32_t slot = 0;
   {
     std::lock_guard lock(registry_->mu);
@@ -361,6 +555,7 @@ Result<std::unique_ptr<Instance>> MicroVmBackend::Start(const SandboxSpec& spec)
   // From here on the instance owns everything; dropping it on an error path
   // undoes whatever part of the start happened.
   auto inst = std::make_unique<MicroVmInstance>(registry_, spec.id, config_.state_dir, slot);
+  inst->launched_ = t0;
   const std::string dir = config_.state_dir + "/" + spec.id;
   auto fail = [&](Error e) { return Fail(e.Wrap("starting microVM " + spec.id)); };
 
@@ -378,11 +573,14 @@ Result<std::unique_ptr<Instance>> MicroVmBackend::Start(const SandboxSpec& spec)
   if (!initrd) return fail(initrd.error());
   auto root = OpenAbove(config_.rootfs_image, O_RDONLY);
   if (!root) return fail(root.error());
-  const std::string log_path = dir + "/qemu.log";
-  auto log = OpenAbove(log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+  inst->log_path_ = dir + "/qemu.log";
+  auto log = OpenAbove(inst->log_path_, O_WRONLY | O_CREAT | O_APPEND, 0600);
   if (!log) return fail(log.error());
   auto devnull = OpenAbove("/dev/null", O_RDWR);
   if (!devnull) return fail(devnull.error());
+  Result<UniqueFd> extra = mode == microvm::LaunchMode::kBoot ? OpenAbove("/dev/null", O_RDWR)
+                                                              : AboveTargets(std::move(extra_in));
+  if (!extra) return fail(extra.error());
 
   CgroupLimits limits;
   limits.memory_bytes = (uint64_t{spec.memory_mb} + config_.qemu_overhead_mb) << 20;
@@ -406,18 +604,7 @@ Result<std::unique_ptr<Instance>> MicroVmBackend::Start(const SandboxSpec& spec)
   auto child_sync = AboveTargets(UniqueFd(sp[1]));
   if (!child_sync) return fail(child_sync.error());
 
-  microvm::QemuLaunch launch;
-  launch.qemu_binary = qemu_path_;
-  launch.kvm = config_.kvm;
-  launch.tsc_khz = config_.tsc_khz;
-  launch.memory_mb = spec.memory_mb;
-  launch.cpus = spec.cpus;
-  launch.tcg_tb_mb = config_.tcg_tb_mb;
-  launch.root_fstype = config_.rootfs_format;
-  launch.hostname = spec.hostname;
-  launch.pids_max = spec.pids_max;
-  launch.debug_console = config_.debug_console;
-  std::vector<std::string> args = microvm::QemuArgv(launch);
+  std::vector<std::string> args = microvm::QemuArgv(LaunchFor(spec, mode));
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -426,8 +613,8 @@ Result<std::unique_ptr<Instance>> MicroVmBackend::Start(const SandboxSpec& spec)
 
   ChildPlan plan;
   plan.sync_fd = child_sync->get();
-  plan.fds = {devnull->get(), log->get(),  log->get(),     qemu_link->get(), kernel->get(),
-              initrd->get(),  root->get(), scratch->get(), scratch_ro->get()};
+  plan.fds = {devnull->get(), log->get(),  log->get(),     qemu_link->get(),  kernel->get(),
+              initrd->get(),  root->get(), scratch->get(), scratch_ro->get(), extra->get()};
   plan.uid = config_.uid_base + slot;
   plan.gid = config_.uid_base + slot;
   plan.extra_gid = config_.kvm ? kvm_gid_ : -1;
@@ -485,38 +672,139 @@ Result<std::unique_ptr<Instance>> MicroVmBackend::Start(const SandboxSpec& spec)
     return fail(Error::Msg("unexpected message from the QEMU child"));
   }
 
-  if (auto st = AwaitAgent(*inst, log_path, t0); !st) return fail(st.error());
-  spdlog::debug("sandbox {}: microVM booted in {} ms (QEMU pid {}, uid {})", spec.id,
-                std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count(),
-                pid, plan.uid);
-  return std::unique_ptr<Instance>(std::move(inst));
+  return inst;
 }
 
-Status MicroVmBackend::AwaitAgent(MicroVmInstance& inst, const std::string& log_path,
-                                  Clock::time_point t0) {
-  const auto deadline = t0 + config_.boot_timeout;
-  auto why_dead = [&](const std::string& what) {
-    // QEMU may close the link a moment before it exits; its last words are
-    // in the log once it has.
-    pollfd exited{inst.pidfd_.get(), POLLIN, 0};
-    (void)::poll(&exited, 1, 2000);
-    siginfo_t info{};
-    std::string status;
-    if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(inst.pidfd_.get()), &info,
-                 WEXITED | WNOHANG | WNOWAIT) == 0 &&
-        info.si_pid != 0) {
-      status = info.si_code == CLD_EXITED ? " (exit status " + std::to_string(info.si_status) + ")"
-                                          : " (signal " + std::to_string(info.si_status) + ")";
-    }
-    std::string tail = Tail(log_path);
-    return FailMsg(what + status + (tail.empty() ? "" : ": " + tail));
-  };
+Error MicroVmBackend::WhyDead(MicroVmInstance& inst, const std::string& what) const {
+  // QEMU may close the link a moment before it exits; its last words are in
+  // the log once it has.
+  pollfd exited{inst.pidfd_.get(), POLLIN, 0};
+  (void)::poll(&exited, 1, 2000);
+  std::string status;
+  if (auto code = inst.ExitStatus()) {
+    status = *code < 128 ? " (exit status " + std::to_string(*code) + ")"
+                         : " (signal " + std::to_string(*code - 128) + ")";
+  }
+  std::string tail = Tail(inst.log_path_);
+  return Error::Msg(what + status + (tail.empty() ? "" : ": " + tail));
+}
+
+Status MicroVmBackend::AwaitHandshake(MicroVmInstance& inst) {
+  const auto deadline = inst.launched_ + config_.boot_timeout;
+  // Exactly one frame, read to its last byte and no further.
+  constexpr size_t kMaxHandshake = 4096;
+  std::string frame;
+  size_t want = link::kHeaderSize;
   for (;;) {
     auto left =
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
     if (left <= 0) {
-      return why_dead("the guest's agent did not start within " +
-                      std::to_string(config_.boot_timeout.count()) + " ms");
+      return Fail(WhyDead(inst, "the guest did not reach its boot handshake within " +
+                                    std::to_string(config_.boot_timeout.count()) + " ms"));
+    }
+    pollfd pfds[2] = {{inst.link_.get(), POLLIN, 0}, {inst.pidfd_.get(), POLLIN, 0}};
+    int r = ::poll(pfds, 2, static_cast<int>(left));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return FailErrno("poll");
+    if (pfds[0].revents & (POLLIN | POLLHUP)) {
+      char buf[kMaxHandshake];
+      ssize_t n = ::recv(inst.link_.get(), buf, want - frame.size(), MSG_DONTWAIT);
+      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (n < 0) return FailErrno("reading the boot handshake");
+      if (n == 0) return Fail(WhyDead(inst, "QEMU closed the agent link during boot"));
+      frame.append(buf, static_cast<size_t>(n));
+      if (frame.size() == link::kHeaderSize && want == link::kHeaderSize) {
+        uint32_t len = 0;  // u32 LE
+        for (int i = 3; i >= 0; --i) {
+          len = len << 8 | static_cast<unsigned char>(frame[static_cast<size_t>(i)]);
+        }
+        if (len == 0 || len > kMaxHandshake - link::kHeaderSize) {
+          return FailMsg("boot handshake: bad frame length " + std::to_string(len));
+        }
+        want += len;
+      }
+      if (frame.size() == want && want > link::kHeaderSize) break;
+      continue;
+    }
+    if (pfds[1].revents & POLLIN) return Fail(WhyDead(inst, "QEMU exited during boot"));
+  }
+  link::FrameDecoder decoder;
+  auto used = decoder.Feed(frame);
+  auto f = used ? decoder.Next() : std::nullopt;
+  if (!f || f->type != link::FrameType::kControl || f->channel != 0 ||
+      !vmboot::IsAwaitingConfig(f->payload)) {
+    return FailMsg("boot handshake: the guest did not send awaiting-config");
+  }
+  return {};
+}
+
+Status MicroVmBackend::SendConfig(MicroVmInstance& inst, const SandboxSpec& spec) {
+  vmboot::BootConfig c;
+  c.hostname = spec.hostname;
+  c.pids_max = spec.pids_max;
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  c.realtime_ns = int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
+  c.entropy.resize(vmboot::kEntropyBytes);
+  if (::getrandom(c.entropy.data(), c.entropy.size(), 0) !=
+      static_cast<ssize_t>(c.entropy.size())) {
+    return FailErrno("getrandom");
+  }
+  const std::string frame = vmboot::ConfigFrame(c);
+  // A few hundred bytes into an empty socket buffer: does not block; a dead
+  // QEMU makes it fail (EPIPE).
+  for (size_t off = 0; off < frame.size();) {
+    ssize_t n = ::send(inst.link_.get(), frame.data() + off, frame.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0)
+      return Fail(WhyDead(inst, std::string("sending the boot config: ") + std::strerror(errno)));
+    off += static_cast<size_t>(n);
+  }
+  return {};
+}
+
+Status MicroVmBackend::PrepareSnapshot(int state_fd) {
+  static std::atomic<uint32_t> counter{0};
+  SandboxSpec spec;
+  spec.id = "vm-snapshot-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+  spec.memory_mb = config_.snapshot_memory_mb;
+  spec.cpus = config_.snapshot_cpus;
+  int sp[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0)
+    return FailErrno("socketpair (QMP)");
+  UniqueFd qmp_ours(sp[0]), qmp_qemu(sp[1]);
+  auto inst = Launch(spec, microvm::LaunchMode::kPrepare, std::move(qmp_qemu));
+  if (!inst) return Fail(inst.error());
+  {
+    std::lock_guard lock(prep_mu_);
+    if (closing_) return FailMsg("the backend is shutting down");
+    prep_inst_ = inst->get();
+  }
+  Status st = AwaitHandshake(**inst);
+  if (st) {
+    // The guest now blocks reading its config: stop it there and save it.
+    const auto deadline = Clock::now() + config_.boot_timeout;
+    auto qmp = microvm::QmpClient::Connect(std::move(qmp_ours), deadline);
+    st = qmp ? microvm::SaveVmState(*qmp, state_fd, deadline) : Status(Fail(qmp.error()));
+    if (!st) st = Fail(WhyDead(**inst, st.error().message));
+  }
+  {
+    std::lock_guard lock(prep_mu_);
+    prep_inst_ = nullptr;
+  }
+  Status destroyed = (*inst)->Destroy();
+  if (!st) return st;
+  return destroyed;
+}
+
+Status MicroVmBackend::AwaitAgent(MicroVmInstance& inst) {
+  const auto deadline = inst.launched_ + config_.boot_timeout;
+  for (;;) {
+    auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) {
+      return Fail(WhyDead(inst, "the guest's agent did not start within " +
+                                    std::to_string(config_.boot_timeout.count()) + " ms"));
     }
     pollfd pfds[2] = {{inst.link_.get(), POLLIN, 0}, {inst.pidfd_.get(), POLLIN, 0}};
     int r = ::poll(pfds, 2, static_cast<int>(left));
@@ -526,9 +814,9 @@ Status MicroVmBackend::AwaitAgent(MicroVmInstance& inst, const std::string& log_
       char c;
       ssize_t n = ::recv(inst.link_.get(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
       if (n == 1) return {};  // the ready event is there, for the daemon to read
-      if (n == 0) return why_dead("QEMU closed the agent link during boot");
+      if (n == 0) return Fail(WhyDead(inst, "QEMU closed the agent link during boot"));
     }
-    if (pfds[1].revents & POLLIN) return why_dead("QEMU exited during boot");
+    if (pfds[1].revents & POLLIN) return Fail(WhyDead(inst, "QEMU exited during boot"));
   }
 }
 
@@ -616,10 +904,9 @@ Result<std::unique_ptr<Backend>> MakeMicroVmBackend(const MicroVmConfig& in) {
           "(Debian: kvm, mode 0660) for an unprivileged QEMU");
     }
     kvm_gid = static_cast<int>(st.st_gid);
-  } else if (config.tsc_khz == 0) {
-    auto khz = microvm::MeasureTscKhz();
-    if (!khz) return Fail(khz.error().Wrap("microvm backend: TSC rate"));
-    config.tsc_khz = *khz;
+  }
+  if (config.snapshot && (config.snapshot_dir.empty() || config.snapshot_dir[0] != '/')) {
+    return FailMsg("microvm backend: the snapshot dir must be an absolute path");
   }
   if (auto st = microvm::EnsureScratchTemplate(config.scratch_template, config.scratch_bytes);
       !st) {
@@ -627,18 +914,21 @@ Result<std::unique_ptr<Backend>> MakeMicroVmBackend(const MicroVmConfig& in) {
   }
   auto cgroups = CgroupDriver::Detect(config.cgroup_parent, config.cgroup_root);
   if (!cgroups) return Fail(cgroups.error().Wrap("microvm backend"));
-  spdlog::info(
-      "microvm backend: {}{}, kernel {}, root {} ({}), cgroup {}", config.kvm ? "KVM" : "TCG",
-      config.kvm ? "" : " (host TSC " + std::to_string(config.tsc_khz) + " kHz)", config.kernel,
-      config.rootfs_image, config.rootfs_format, cgroups->v2() ? "v2" : "v1");
-  return std::unique_ptr<Backend>(
-      std::make_unique<MicroVmBackend>(std::move(config), qemu, std::move(*cgroups), kvm_gid));
+  spdlog::info("microvm backend: {}, kernel {}, root {} ({}), cgroup {}, snapshots {}",
+               config.kvm ? "KVM" : "TCG", config.kernel, config.rootfs_image, config.rootfs_format,
+               cgroups->v2() ? "v2" : "v1", config.snapshot ? "on" : "off");
+  const bool eager = config.eager;
+  auto backend =
+      std::make_unique<MicroVmBackend>(std::move(config), qemu, std::move(*cgroups), kvm_gid);
+  if (eager) SBX_TRY(backend->Setup());
+  return std::unique_ptr<Backend>(std::move(backend));
 }
 
 Status ProbeKvm(MicroVmConfig config, std::chrono::milliseconds timeout) {
   if (::access("/dev/kvm", F_OK) != 0) return FailMsg("no /dev/kvm");
   config.kvm = true;
   config.boot_timeout = timeout;
+  config.snapshot = false;  // one boot, and KVM is not known to work yet
   auto backend = MakeMicroVmBackend(config);
   if (!backend) return Fail(backend.error());
   SandboxSpec spec;

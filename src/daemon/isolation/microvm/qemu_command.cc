@@ -26,8 +26,6 @@ std::string KernelCmdline(const QemuLaunch& l) {
   c += " --root-fs=" + l.root_fstype;
   c += " --scratch-serial=";
   c += kScratchSerial;
-  c += " --hostname=" + l.hostname;
-  c += " --pids-max=" + std::to_string(l.pids_max);
   return c;
 }
 
@@ -94,6 +92,22 @@ std::vector<std::string> QemuArgv(const QemuLaunch& l) {
     // To QEMU's stdout, which is the sandbox's qemu.log (QEMU could not
     // open that file by name: it belongs to root).
     a.insert(a.end(), {"-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con"});
+  }
+  switch (l.mode) {
+    case LaunchMode::kBoot:
+      break;
+    case LaunchMode::kPrepare:
+      // A monitor only the backend talks to, for stop + migrate. The VM is
+      // stopped when saved; without the run state in the stream, every
+      // restored VM starts running once loaded (else it would stay paused).
+      a.insert(a.end(),
+               {"-chardev", "socket,id=qmp,fd=" + std::to_string(kFdExtra), "-mon",
+                "chardev=qmp,mode=control", "-global", "migration.store-global-state=off"});
+      break;
+    case LaunchMode::kRestore:
+      // A number here is an inherited fd (no monitor exists yet to name one).
+      a.insert(a.end(), {"-incoming", "fd:" + std::to_string(kFdExtra)});
+      break;
   }
   return a;
 }

@@ -22,12 +22,21 @@ inline constexpr int kFdScratch = 7;  // O_RDWR, this sandbox's scratch image
 // The same file O_RDONLY: QEMU opens the drive read-only first and reopens it
 // read-write, and an fd set only hands out fds of the requested access mode.
 inline constexpr int kFdScratchRo = 8;
-inline constexpr int kQemuFdCount = 9;
+// Only with snapshots (QemuLaunch::mode): the QMP socket of a VM being
+// snapshotted (kPrepare), or the snapshot's saved state, O_RDONLY (kRestore).
+inline constexpr int kFdExtra = 9;
+inline constexpr int kQemuFdCount = 10;
 
 // What the guest's init is told (vm_init.h); the serials name the disks.
 inline constexpr const char* kPortName = "sandbox.agent";
 inline constexpr const char* kRootSerial = "root";
 inline constexpr const char* kScratchSerial = "scratch";
+
+// kBoot: a cold boot. kPrepare: a cold boot with a QMP monitor on kFdExtra,
+// to be snapshotted (migrated to a file) at the boot handshake. kRestore:
+// `-incoming fd:kFdExtra`, the VM continues from such a snapshot. The three
+// are otherwise the same machine, device for device, as migration requires.
+enum class LaunchMode { kBoot, kPrepare, kRestore };
 
 struct QemuLaunch {
   std::string qemu_binary;  // absolute path
@@ -37,15 +46,16 @@ struct QemuLaunch {
   uint32_t cpus = 2;
   uint32_t tcg_tb_mb = 128;           // TCG translation cache (bounds QEMU's own memory)
   std::string root_fstype = "erofs";  // erofs | ext4
-  std::string hostname = "sandbox";
-  uint32_t pids_max = 1024;    // the guest's own pids limit (agent/vm_init.h)
-  bool debug_console = false;  // guest console on ttyS0 -> QEMU's stderr
+  bool debug_console = false;         // guest console on ttyS0 -> QEMU's stderr
+  LaunchMode mode = LaunchMode::kBoot;
 };
 
 // The guest kernel's command line: quiet, no console, no UART (every byte
 // through the emulated UART costs under TCG), reboot/panic end QEMU, the TSC
 // rate under TCG (the guest cannot calibrate it on a loaded host), no boot
-// self-tests, and after "--" the arguments of /init.
+// self-tests, and after "--" the arguments of /init. Nothing per sandbox
+// (hostname, pids limit): those come in the boot handshake
+// (common/vm_boot.h), so one snapshot serves every sandbox.
 std::string KernelCmdline(const QemuLaunch& l);
 
 // argv of QEMU (argv[0] = qemu_binary), with the fds above.

@@ -30,7 +30,6 @@ QemuLaunch Tcg() {
   l.tsc_khz = 2400000;
   l.memory_mb = 1280;
   l.cpus = 2;
-  l.hostname = "sandbox";
   return l;
 }
 
@@ -69,13 +68,37 @@ TEST(QemuCommand, KernelCmdline) {
   EXPECT_EQ(c,
             "reboot=t panic=-1 quiet 8250.nr_uarts=0 tsc=reliable tsc_early_khz=2400000 "
             "cryptomgr.notests pci=off i8042.noaux i8042.nokbd i8042.nopnp -- --vm "
-            "--port=sandbox.agent --root-serial=root --root-fs=erofs --scratch-serial=scratch "
-            "--hostname=sandbox --pids-max=1024");
+            "--port=sandbox.agent --root-serial=root --root-fs=erofs --scratch-serial=scratch");
   EXPECT_EQ(After(QemuArgv(Tcg()), "-append"), c);
-  // The kernel allows 2048 bytes; a maximal hostname keeps well below.
+  EXPECT_LT(c.size(), 1024u);  // the kernel allows 2048 bytes
+}
+
+// A snapshot is taken of a kPrepare VM and restored into kRestore VMs: the
+// machine must be the same apart from the monitor and -incoming.
+TEST(QemuCommand, SnapshotModes) {
+  auto boot = QemuArgv(Tcg());
+  EXPECT_EQ(std::find(boot.begin(), boot.end(), "-incoming"), boot.end());
+  EXPECT_EQ(std::find(boot.begin(), boot.end(), "-mon"), boot.end());
+
   auto l = Tcg();
-  l.hostname = std::string(64, 'h');
-  EXPECT_LT(KernelCmdline(l).size(), 1024u);
+  l.mode = LaunchMode::kPrepare;
+  auto prepare = QemuArgv(l);
+  EXPECT_TRUE(Has(prepare, "-chardev", "socket,id=qmp,fd=9"));
+  EXPECT_TRUE(Has(prepare, "-mon", "chardev=qmp,mode=control"));
+  // Saved while stopped, restored running: no run state in the stream.
+  EXPECT_TRUE(Has(prepare, "-global", "migration.store-global-state=off"));
+  EXPECT_EQ(
+      std::vector<std::string>(prepare.begin(), prepare.begin() + static_cast<long>(boot.size())),
+      boot);
+  EXPECT_EQ(prepare.size(), boot.size() + 6);
+
+  l.mode = LaunchMode::kRestore;
+  auto restore = QemuArgv(l);
+  EXPECT_EQ(After(restore, "-incoming"), "fd:9");
+  EXPECT_EQ(
+      std::vector<std::string>(restore.begin(), restore.begin() + static_cast<long>(boot.size())),
+      boot);
+  EXPECT_EQ(restore.size(), boot.size() + 2);
 }
 
 TEST(QemuCommand, Kvm) {
