@@ -23,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include "agent/request.h"
 #include "common/error.h"
 #include "common/fd.h"
 
@@ -85,6 +86,13 @@ size_t RemoveTreeOnSameDevice(int dir_fd);
 // A hostname the kernel accepts (1-64 bytes) made of letters, digits, '-'
 // and '.'.
 bool ValidHostname(std::string_view name);
+
+// The agent's `configureNetwork` op (docs/agent-link.md): gives the guest's
+// NIC (a virtio-net device on the host's tap) the sandbox address, brings it
+// up and routes everything via the gateway (the host end of the sandbox's
+// link), replacing an earlier default route. ioctls on an AF_INET socket: no
+// netlink library in the static agent. Only meaningful in a guest.
+Status ConfigureInterface(const NetConfigRequest& request);
 
 // Runs the boot steps in order and returns the link: the agent port, open,
 // with the host end connected. Only meaningful as PID 1 of a guest.
