@@ -8,8 +8,10 @@
 //     (QEMU's stderr; with debug_console also the guest's console);
 //   - one QEMU process in a fresh network namespace (InitPid() is QEMU's pid,
 //     so the daemon attaches the sandbox's veth there exactly as for the
-//     namespaces backend; the guest has no network device yet: a tap in that
-//     namespace is the follow-up), running as a uid of its own
+//     namespaces backend); with spec.network the namespace also holds the
+//     guest's NIC, the tap GuestTap() (made by QEMU's child before exec and
+//     handed to QEMU as an fd, so it ends with QEMU), which the daemon joins to
+//     the veth (net::VethConfig::guest_tap); running as a uid of its own
 //     (uid_base + slot, no capabilities, no_new_privs) under QEMU's own
 //     seccomp filter (-sandbox on), with every file it needs passed as an
 //     open fd;

@@ -22,12 +22,20 @@ inline constexpr int kFdScratch = 7;  // O_RDWR, this sandbox's scratch image
 // The same file O_RDONLY: QEMU opens the drive read-only first and reopens it
 // read-write, and an fd set only hands out fds of the requested access mode.
 inline constexpr int kFdScratchRo = 8;
-inline constexpr int kQemuFdCount = 9;
+// The guest's NIC: a tap in QEMU's network namespace (kGuestTap), attached by
+// the child before exec; /dev/null when the sandbox has no network.
+inline constexpr int kFdTap = 9;
+inline constexpr int kQemuFdCount = 10;
 
 // What the guest's init is told (vm_init.h); the serials name the disks.
 inline constexpr const char* kPortName = "sandbox.agent";
 inline constexpr const char* kRootSerial = "root";
 inline constexpr const char* kScratchSerial = "scratch";
+// The tap in QEMU's netns (each netns has its own names) and the guest NIC's
+// MAC: the same for every sandbox, since each guest is alone on its link
+// (locally administered, so it is nobody's real address).
+inline constexpr const char* kGuestTap = "tap0";
+inline constexpr const char* kGuestMac = "02:5b:00:00:00:02";
 
 struct QemuLaunch {
   std::string qemu_binary;  // absolute path
@@ -40,6 +48,7 @@ struct QemuLaunch {
   std::string hostname = "sandbox";
   uint32_t pids_max = 1024;    // the guest's own pids limit (agent/vm_init.h)
   bool debug_console = false;  // guest console on ttyS0 -> QEMU's stderr
+  bool network = false;        // a virtio-net NIC on the tap at kFdTap
 };
 
 // The guest kernel's command line: quiet, no console, no UART (every byte
