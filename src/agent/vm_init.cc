@@ -27,6 +27,7 @@
 #include <functional>
 
 #include "agent/agent.h"
+#include "agent/loopback_relay.h"
 #include "agent/log.h"
 
 namespace sandboxd::agent::vm {
@@ -426,6 +427,8 @@ Status ConfigureInterface(const NetConfigRequest& r) {
     return FailErrno("SIOCDELRT default via " + dev);
   }
   if (ioctl(s.get(), SIOCADDRT, &rt) != 0) return FailErrno("SIOCADDRT default via " + dev);
+  // The ingress's way to servers bound to 127.0.0.1 (common/loopback_relay.h).
+  if (auto relay = StartLoopbackRelay(r.gateway); !relay) return Fail(relay.error());
   Kmsg(6, "%s: %u.%u.%u.%u/%d via %u.%u.%u.%u", dev.c_str(), r.address >> 24,
        (r.address >> 16) & 255, (r.address >> 8) & 255, r.address & 255, r.prefix, r.gateway >> 24,
        (r.gateway >> 16) & 255, (r.gateway >> 8) & 255, r.gateway & 255);

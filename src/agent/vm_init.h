@@ -90,7 +90,8 @@ bool ValidHostname(std::string_view name);
 // The agent's `configureNetwork` op (docs/agent-link.md): gives the guest's
 // NIC (a virtio-net device on the host's tap) the sandbox address, brings it
 // up and routes everything via the gateway (the host end of the sandbox's
-// link), replacing an earlier default route. ioctls on an AF_INET socket: no
+// link), replacing an earlier default route, and starts the loopback relay
+// for the ingress (common/loopback_relay.h). ioctls on an AF_INET socket: no
 // netlink library in the static agent. Only meaningful in a guest.
 Status ConfigureInterface(const NetConfigRequest& request);
 
