@@ -24,6 +24,7 @@
 
 #include "daemon/net/link.h"
 #include "daemon/net/netns.h"
+#include "daemon/net/sock_diag.h"
 #include "daemon/net/subnet.h"
 #include "daemon/net/test_frames.h"
 #include "daemon/net/test_netns.h"
@@ -405,6 +406,7 @@ TEST_F(FirewallTest, OnlyTheDaemonsMarkedConnectionsIntoASandboxAreAnswered) {
   // it sends on its own.
   UniqueFd plain(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   EXPECT_EQ(ConnectWithin(plain.get(), a.sandbox_ip, 8080, kQuietMs), ETIMEDOUT);
+  plain.Reset();
 
   // The daemon's marked socket: connected, bytes both ways.
   auto dial = GuestDialSocket(AF_INET, SOCK_STREAM);
@@ -427,6 +429,21 @@ TEST_F(FirewallTest, OnlyTheDaemonsMarkedConnectionsIntoASandboxAreAnswered) {
   EXPECT_EQ(ConnectWithin(out.get(), a.host_ip, 8080, kPromptMs), ECONNREFUSED);
   ExpectAtProxy(b, a.sandbox_ip, 8080);
   EXPECT_FALSE(AcceptWithin(server.get(), 0)) << "B reached A's server";
+
+  // When A goes, the daemon ends its side of the connection itself (a
+  // killed VM would never answer again); B's are not touched.
+  UniqueFd b_conn = SandboxSocket(b, SOCK_STREAM);
+  ASSERT_EQ(ConnectWithin(b_conn.get(), Ip("1.2.3.4"), 443, kPromptMs), 0);
+  UniqueFd at_proxy = AcceptWithin(proxy_.get(), kPromptMs);
+  ASSERT_TRUE(at_proxy);
+  auto aborted = AbortTcpConnectionsTo(a.sandbox_ip);
+  ASSERT_TRUE(aborted) << aborted.error().message;
+  EXPECT_EQ(*aborted, 1);
+  EXPECT_EQ(::recv(dial->get(), buf, sizeof buf, 0), -1);
+  EXPECT_EQ(errno, ECONNABORTED);
+  EXPECT_FALSE(WaitFor(at_proxy.get(), POLLIN, 0)) << "another sandbox's connection was touched";
+  ASSERT_EQ(::send(b_conn.get(), "x", 1, 0), 1);
+  EXPECT_TRUE(WaitFor(at_proxy.get(), POLLIN, kPromptMs));
 }
 
 // A guest behind a tap (microVM): what it forges at layer 2 or 3 meets the
