@@ -219,7 +219,7 @@ int Serve(const ServeFlags& f) {
   mgr.SetNetwork(network.get());
   api::HttpServer server(io, mgr, **store);
   if (!f.ingress.listen.empty()) {
-    auto ig = ingress::StartDaemonIngress(f.ingress, f.data_dir, isolation_name, io, mgr);
+    auto ig = ingress::StartDaemonIngress(f.ingress, f.data_dir, io, mgr);
     if (!ig) {
       std::fprintf(stderr, "sandboxd: %s\n", ig.error().message.c_str());
       return 1;

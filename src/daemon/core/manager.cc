@@ -10,6 +10,7 @@
 #include "daemon/net/allowlist.h"
 #include "daemon/net/network.h"
 #include "daemon/net/sandbox_ca.h"
+#include "daemon/net/subnet.h"
 
 namespace sandboxd::core {
 
@@ -112,6 +113,7 @@ void Manager::Create(const std::string& org, CreateConfig cfg, CreateFn done) {
   isolation::SandboxSpec spec;
   spec.id = id;
   spec.memory_mb = sb->config().memory_mb;
+  spec.network = net_ != nullptr;
   ++creating_;
   boost::asio::post(pool_, [this, spec, sb, bindings = std::move(bindings), secret_hosts = std::move(secret_hosts),
                             done = std::move(done)]() mutable {
@@ -138,6 +140,10 @@ void Manager::Create(const std::string& org, CreateConfig cfg, CreateFn done) {
       }
       sb->instance_ = std::move(*inst);
       sb->net_ = std::move(attachment);
+      if (sb->instance_->HasGuestKernel()) {
+        // The ingress reaches a microVM's services at the guest's address.
+        sb->exposures().SetGuest(sb->net_ ? sb->net_->sandbox_ip_u32() : 0);
+      }
       sb->link_ = std::make_shared<AgentLink>(io_, sb->instance_->TakeLinkFd(), opts_.agent_call_timeout);
       std::weak_ptr<Sandbox> weak = sb;
       sb->link_->Start(
@@ -171,6 +177,8 @@ void Manager::Create(const std::string& org, CreateConfig cfg, CreateFn done) {
       spdlog::info("sandbox {}: running (org {}, {} MiB, {}, {})", sb->id(), sb->org(), sb->config().memory_mb,
                    sb->stop_at_ms_ ? "timed" : "session",
                    sb->net_ ? "network " + sb->net_->sandbox_ip() : std::string("no network"));
+      if (sb->net_ && !sb->net_->guest_tap().empty())
+        return ConfigureGuestNetwork(sb, std::move(done));
       if (sb->net_ && sb->net_->policy()->ca()) return InstallTrust(sb, std::move(done));
       done(sb);
     });
@@ -192,9 +200,35 @@ Result<std::unique_ptr<net::NetworkAttachment>> Manager::AttachNetwork(isolation
   if (!policy) return std::unexpected(policy.error());
   UniqueFd netns(::open(("/proc/" + std::to_string(inst.InitPid()) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
   if (!netns) return FailErrno("open the sandbox's network namespace");
-  auto a = net_->Attach(netns.get(), *policy);
+  auto a = net_->Attach(netns.get(), *policy, inst.GuestTap());
   if (!a) return std::unexpected(a.error().Wrap("network"));
   return std::move(*a);
+}
+
+// A guest with its own network stack (microVM) owns the sandbox address: its
+// agent configures eth0 with it (docs/agent-link.md, configureNetwork). The
+// sandbox is handed out only after this, so its first command has a network.
+void Manager::ConfigureGuestNetwork(const std::shared_ptr<Sandbox>& sb, CreateFn done) {
+  const auto& net = *sb->net_;
+  nlohmann::json p = {{"interface", "eth0"},
+                      {"address", net.sandbox_ip()},
+                      {"prefix", net.prefix()},
+                      {"gateway", net::Ipv4ToString(net.gateway_ip())}};
+  std::weak_ptr<Sandbox> weak = sb;
+  sb->link().Call(
+      "configureNetwork", p,
+      [this, weak, done = std::move(done)](Result<nlohmann::json> r) mutable {
+        auto s = weak.lock();
+        if (!s || !s->running())
+          return done(std::unexpected(ApiError{500, "SANDBOX_START_FAILED", "sandbox stopped"}));
+        if (!r) {
+          const std::string what = "could not configure the guest's network: " + r.error().message;
+          StartStop(s, what, true);
+          return done(std::unexpected(ApiError{500, "SANDBOX_START_FAILED", what}));
+        }
+        if (s->net_->policy()->ca()) return InstallTrust(s, std::move(done));
+        done(s);
+      });
 }
 
 // Writes the proxy CA into the sandbox's trust store (as root, through the

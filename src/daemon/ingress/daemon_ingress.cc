@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/post.hpp>
+#include <cerrno>
+#include <nlohmann/json.hpp>
 
 #include "daemon/core/config.h"
 
@@ -63,14 +65,30 @@ RouteFn ManagerRouter(boost::asio::io_context& loop, core::Manager& mgr) {
             RouteError{502, "SANDBOX_UNREACHABLE",
                        "sandbox " + r.sandbox_id + ": " + handles.error().message}));
       }
-      done(Upstream{r.sandbox_id, *handles, *target});
+      if (target->pid == 0 || !sb->exposures().guest()) {
+        return done(Upstream{r.sandbox_id, *handles, *target});
+      }
+      // The guest's process table is the guest kernel's: ask its agent which
+      // port the process (or a descendant) listens on.
+      const int64_t pid = target->pid;
+      sb->link().Call(
+          "listeningPort", {{"pid", pid}},
+          [id = r.sandbox_id, h = *handles, done](Result<nlohmann::json> port) {
+            if (!port || !port->is_number_unsigned() || port->get<uint64_t>() == 0 ||
+                port->get<uint64_t>() > 65535) {
+              const bool gone = !port && port.error().code == ESRCH;
+              const std::string why = port ? "bad answer from the agent" : port.error().message;
+              return done(std::unexpected(RouteError{502, gone ? "PROCESS_EXITED" : "NOT_LISTENING",
+                                                     "sandbox " + id + ": " + why}));
+            }
+            done(Upstream{id, h, ExposeTarget{static_cast<uint16_t>(port->get<uint64_t>()), 0}});
+          });
     });
   };
 }
 
 Result<DaemonIngress> StartDaemonIngress(const IngressFlags& flags, const std::string& data_dir,
-                                         std::string_view isolation, boost::asio::io_context& loop,
-                                         core::Manager& mgr) {
+                                         boost::asio::io_context& loop, core::Manager& mgr) {
   auto colon = flags.listen.rfind(':');
   if (colon == std::string::npos) return FailMsg("--ingress-listen must be HOST:PORT");
   std::string host = flags.listen.substr(0, colon);
@@ -124,13 +142,6 @@ Result<DaemonIngress> StartDaemonIngress(const IngressFlags& flags, const std::s
   out.naming.public_port =
       flags.public_port != 0 ? static_cast<uint16_t>(flags.public_port) : ep.port();
   out.naming.tls = tls;
-  if (isolation != "namespaces") {
-    // The microVM's services are behind its own network stack: reaching
-    // them needs a connection through the agent (not there yet).
-    out.naming.unsupported = "the HTTP ingress does not reach " + std::string(isolation) +
-                             " sandboxes yet (run the daemon with --isolation namespaces)";
-    spdlog::warn("ingress: {}", out.naming.unsupported);
-  }
   std::string addr =
       ep.address().is_v6() ? "[" + ep.address().to_string() + "]" : ep.address().to_string();
   out.url = std::string(tls ? "https://" : "http://") + addr + ":" + std::to_string(ep.port());
