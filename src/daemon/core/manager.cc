@@ -173,14 +173,13 @@ void Manager::Create(const std::string& org, CreateConfig cfg, CreateFn done) {
         done(std::unexpected(ApiError{503, "SHUTTING_DOWN", "the server is shutting down"}));
         return;
       }
-      ArmStopTimer(sb);
       spdlog::info("sandbox {}: running (org {}, {} MiB, {}, {})", sb->id(), sb->org(), sb->config().memory_mb,
                    sb->stop_at_ms_ ? "timed" : "session",
                    sb->net_ ? "network " + sb->net_->sandbox_ip() : std::string("no network"));
       if (sb->net_ && !sb->net_->guest_tap().empty())
         return ConfigureGuestNetwork(sb, std::move(done));
       if (sb->net_ && sb->net_->policy()->ca()) return InstallTrust(sb, std::move(done));
-      done(sb);
+      HandOut(sb, std::move(done));
     });
   });
 }
@@ -200,8 +199,11 @@ Result<std::unique_ptr<net::NetworkAttachment>> Manager::AttachNetwork(isolation
   if (!policy) return std::unexpected(policy.error());
   UniqueFd netns(::open(("/proc/" + std::to_string(inst.InitPid()) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
   if (!netns) return FailErrno("open the sandbox's network namespace");
+  const auto t0 = std::chrono::steady_clock::now();
   auto a = net_->Attach(netns.get(), *policy, inst.GuestTap());
   if (!a) return std::unexpected(a.error().Wrap("network"));
+  spdlog::debug("sandbox {}: network attached{} in {} us", sb->id(), inst.GuestTap().empty() ? "" : " to the guest's tap",
+                std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count());
   return std::move(*a);
 }
 
@@ -217,8 +219,13 @@ void Manager::ConfigureGuestNetwork(const std::shared_ptr<Sandbox>& sb, CreateFn
   std::weak_ptr<Sandbox> weak = sb;
   sb->link().Call(
       "configureNetwork", p,
-      [this, weak, done = std::move(done)](Result<nlohmann::json> r) mutable {
+      [this, weak, done = std::move(done), t0 = std::chrono::steady_clock::now()](
+          Result<nlohmann::json> r) mutable {
         auto s = weak.lock();
+        spdlog::debug("sandbox {}: guest network configured in {} us", s ? s->id() : "?",
+                      std::chrono::duration_cast<std::chrono::microseconds>(
+                          std::chrono::steady_clock::now() - t0)
+                          .count());
         if (!s || !s->running())
           return done(std::unexpected(ApiError{500, "SANDBOX_START_FAILED", "sandbox stopped"}));
         if (!r) {
@@ -227,8 +234,17 @@ void Manager::ConfigureGuestNetwork(const std::shared_ptr<Sandbox>& sb, CreateFn
           return done(std::unexpected(ApiError{500, "SANDBOX_START_FAILED", what}));
         }
         if (s->net_->policy()->ca()) return InstallTrust(s, std::move(done));
-        done(s);
+        HandOut(s, std::move(done));
       });
+}
+
+// The last step of a create: the sandbox's deadline (a timed sandbox) counts
+// from here on, so a deadline that passed while it was still being set up
+// (a slow boot, the guest's network, the egress CA) stops it after the client
+// got it, never half-way through its setup.
+void Manager::HandOut(const std::shared_ptr<Sandbox>& sb, CreateFn done) {
+  ArmStopTimer(sb);
+  done(sb);
 }
 
 // Writes the proxy CA into the sandbox's trust store (as root, through the
@@ -259,7 +275,7 @@ void Manager::InstallTrust(const std::shared_ptr<Sandbox>& sb, CreateFn done) {
     if (i == files->size()) {
       auto finish = done;  // resetting *step destroys this lambda and its captures
       *step = nullptr;     // break the cycle
-      return finish(s);
+      return HandOut(s, std::move(finish));
     }
     const auto& f = (*files)[i];
     nlohmann::json root = {{"uid", 0}, {"gid", 0}, {"cwd", "/"}};
