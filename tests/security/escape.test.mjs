@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { writeFileSync, rmSync, readFileSync, existsSync } from "node:fs";
 import { after } from "node:test";
-import { useDaemon, dtest } from "../lib/harness.mjs";
+import { useDaemon, dtest, ISOLATION } from "../lib/harness.mjs";
 
 const d = useDaemon({ orgs: ["a"] });
 let sb;
@@ -277,7 +277,8 @@ try:
 except Exception as e:
     print("refused", type(e).__name__)`;
     // The server is reachable inside its own sandbox (so the probe itself works) ...
-    const own = await waitForOut(other, `python3 -c '${probe}'`, /CONNECTED/, 10_000);
+    // (A cold python3 in a TCG guest on a loaded host takes seconds to listen.)
+    const own = await waitForOut(other, `python3 -c '${probe}'`, /CONNECTED/, ISOLATION === "microvm" ? 60_000 : 10_000);
     assert.match(own, /CONNECTED/);
     // ... and not from a neighbour.
     const r = await run(b, `python3 -c '${probe}'`);
@@ -286,7 +287,7 @@ except Exception as e:
   } finally {
     await other.close();
   }
-});
+}, { timeout: 120_000 });
 
 async function waitForOut(box, script, re, ms) {
   const end = Date.now() + ms;
