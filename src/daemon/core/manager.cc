@@ -273,9 +273,12 @@ void Manager::InstallTrust(const std::shared_ptr<Sandbox>& sb, CreateFn done) {
     auto s = weak.lock();
     if (!s || !s->running()) return done(std::unexpected(ApiError{500, "SANDBOX_START_FAILED", "sandbox stopped"}));
     if (i == files->size()) {
-      auto finish = done;  // resetting *step destroys this lambda and its captures
-      *step = nullptr;     // break the cycle
-      return HandOut(s, std::move(finish));
+      // Resetting *step destroys this lambda and its captures (`this`
+      // included): keep what is needed in locals first.
+      auto finish = done;
+      Manager* mgr = this;
+      *step = nullptr;  // break the cycle
+      return mgr->HandOut(s, std::move(finish));
     }
     const auto& f = (*files)[i];
     nlohmann::json root = {{"uid", 0}, {"gid", 0}, {"cwd", "/"}};
