@@ -26,11 +26,13 @@ node --test --test-reporter=spec --test-concurrency=2 "${main[@]}" || rc=1
 # The microVM backend under TCG (docs/microvm.md, "Tests"): its own suite, and
 # the conformance files that exercise what a backend provides (processes and
 # the agent link, every filesystem op in the guest, error mapping, the
-# lifecycle, a daemon restart reaping VMs), the security files that hold for
-# a VM too (resource limits and OOM reports, filesystem attacks), then the
-# leak check with VMs. SANDBOXD_SKIP_MICROVM=1 leaves them out.
-microvm=(tests/vm/*.test.mjs tests/conformance/{process,fs,errors,lifecycle,restart}.test.mjs
-         tests/security/{resources,fs}.test.mjs)
+# lifecycle, a daemon restart reaping VMs, the HTTP ingress into a guest), the
+# security files that hold for a VM too (resource limits and OOM reports,
+# filesystem attacks, escapes, the whole egress suite through the guest's own
+# network stack), then the leak check with VMs. SANDBOXD_SKIP_MICROVM=1
+# leaves them out.
+microvm=(tests/vm/*.test.mjs tests/conformance/{process,fs,errors,lifecycle,restart,ingress}.test.mjs
+         tests/security/{resources,fs,escape,egress}.test.mjs)
 if [[ "${SANDBOXD_SKIP_MICROVM:-0}" != 1 ]]; then
   SANDBOXD_ISOLATION=microvm node --test --test-reporter=spec --test-concurrency=2 "${microvm[@]}" || rc=1
 fi

@@ -25,6 +25,7 @@
 #include "agent/log.h"
 #include "agent/pty.h"
 #include "agent/request.h"
+#include "daemon/ingress/pid_port.h"
 
 namespace sandboxd::agent {
 namespace {
@@ -394,9 +395,16 @@ void Agent::HandleControl(std::string_view payload) {
     HandleKill(id, msg);
   } else if (op == "resize") {
     HandleResize(id, msg);
+  } else if (op == "listeningPort") {
+    HandleListeningPort(id, msg);
+  } else if (op == "configureNetwork" && configure_network_) {
+    auto req = ParseNetConfig(msg);
+    if (!req) return RespondErr(id, req.error());
+    if (auto st = configure_network_(*req); !st) return RespondErr(id, st.error());
+    Respond(id, nullptr);
   } else if (fs::IsPathOp(op) || fs::IsHandleOp(op) || op == "open" || op == "create" ||
-             op == "readFile" || op == "readTextFile" || op == "writeFile" || op == "writeTextFile" ||
-             op == "walk" || op == "expandGlob") {
+             op == "readFile" || op == "readTextFile" || op == "writeFile" ||
+             op == "writeTextFile" || op == "walk" || op == "expandGlob") {
     HandleFs(id, op, std::move(msg));
   } else {
     RespondErr(id, Error{ENOSYS, "unknown op '" + op.substr(0, 64) + "'"});
@@ -448,6 +456,22 @@ void Agent::HandleSpawn(uint64_t id, const json& msg) {
     // Cannot learn the outcome without blocking; the reap will resolve it.
     Log("epoll add exec status: %s", strerror(errno));
   }
+}
+
+// exposeHttp({pid}) in a microVM: the host cannot see the guest's processes
+// and sockets, so the ingress asks here. The same code as the daemon's for a
+// namespace sandbox, on our own /proc/self (our root and our network).
+void Agent::HandleListeningPort(uint64_t id, const json& msg) {
+  auto pid_it = msg.find("pid");
+  if (pid_it == msg.end() || !pid_it->is_number_integer() || pid_it->get<int64_t>() < 1 ||
+      pid_it->get<int64_t>() > (int64_t{1} << 22)) {
+    return RespondErr(id, Error{EINVAL, "'pid' must be a positive integer"});
+  }
+  UniqueFd proc(open("/proc/self", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!proc) return RespondErr(id, Error::Errno("open /proc/self"));
+  auto port = ingress::ListeningPort(proc.get(), pid_it->get<int64_t>());
+  if (!port) return RespondErr(id, port.error());
+  Respond(id, *port);
 }
 
 void Agent::HandleKill(uint64_t id, const json& msg) {

@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,6 +25,7 @@
 #include "agent/fs_ops.h"
 #include "agent/fs_stream.h"
 #include "agent/fs_util.h"
+#include "agent/request.h"
 #include "agent/spawn.h"
 #include "agent/worker_pool.h"
 #include "common/error.h"
@@ -50,6 +52,14 @@ class Agent {
   // microVM's agent uses it: OOM kills there happen in the guest's kernel,
   // where the daemon cannot count them. Call before Run().
   void SetOomKillCounter(std::string memory_events) { oom_events_ = std::move(memory_events); }
+
+  // Serves the `configureNetwork` op with `fn` (run on the agent's loop; it
+  // must be quick). Without it the op answers ENOSYS: only the microVM's
+  // agent owns its network stack (a namespace sandbox's link is configured by
+  // the host, and its root has no CAP_NET_ADMIN there). Call before Run().
+  void SetNetworkConfigurator(std::function<Status(const NetConfigRequest&)> fn) {
+    configure_network_ = std::move(fn);
+  }
 
   // Serves the link until it closes or fails, or a termination signal
   // arrives; then SIGKILLs every process group it started (everything, when
@@ -127,6 +137,7 @@ class Agent {
   void HandleFrame(link::Frame& frame);
   void HandleControl(std::string_view payload);
   void HandleSpawn(uint64_t id, const nlohmann::json& msg);
+  void HandleListeningPort(uint64_t id, const nlohmann::json& msg);
   void HandleKill(uint64_t id, const nlohmann::json& msg);
   void HandleResize(uint64_t id, const nlohmann::json& msg);
   // Closes every fd the agent holds on a pty's master, so the kernel hangs
@@ -193,6 +204,7 @@ class Agent {
   std::vector<uint32_t> file_outs_ready_;  // have queued bytes or finished
   std::unordered_map<uint32_t, FileIn> file_ins_;
   std::string oom_events_;  // SetOomKillCounter; empty: not reported
+  std::function<Status(const NetConfigRequest&)> configure_network_;
   uint64_t OomKills() const;
 };
 

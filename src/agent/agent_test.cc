@@ -239,6 +239,36 @@ TEST_F(AgentTest, KillDeliversSignalAndReportsIt) {
   EXPECT_EQ(ErrnoOf(agent_->Call({{"op", "kill"}, {"pid", pid}, {"signal", SIGKILL}})), ESRCH);
 }
 
+TEST_F(AgentTest, ListeningPortOfASpawnedServer) {
+  // The microVM ingress asks the agent which port a {pid} listens on.
+  int64_t pid =
+      Spawn(SpawnReq({"python3", "-c",
+                      "import socket,time; s=socket.socket(); s.bind(('127.0.0.1',0)); "
+                      "s.listen(); print(s.getsockname()[1], flush=True); time.sleep(60)"},
+                     0, 1, 0));
+  ASSERT_GT(pid, 0);
+  ASSERT_TRUE(
+      agent_->WaitUntil([&] { return agent_->Out(1).data.find('\n') != std::string::npos; }));
+  const int port = std::stoi(agent_->Out(1).data);
+  json r = agent_->Call({{"op", "listeningPort"}, {"pid", pid}});
+  ASSERT_TRUE(r.contains("ok")) << r.dump();
+  EXPECT_EQ(r["ok"], port);
+  EXPECT_EQ(ErrnoOf(agent_->Call({{"op", "listeningPort"}, {"pid", 999999}})), ESRCH);
+  EXPECT_EQ(ErrnoOf(agent_->Call({{"op", "listeningPort"}, {"pid", "x"}})), EINVAL);
+  agent_->Call({{"op", "kill"}, {"pid", pid}, {"signal", SIGKILL}});
+  EXPECT_TRUE(WaitExitEvent(pid));
+}
+
+TEST_F(AgentTest, ConfigureNetworkOnlyInAVm) {
+  // Outside a VM the host configures the link; the op does not exist.
+  EXPECT_EQ(ErrnoOf(agent_->Call({{"op", "configureNetwork"},
+                                  {"interface", "eth0"},
+                                  {"address", "10.89.0.2"},
+                                  {"prefix", 30},
+                                  {"gateway", "10.89.0.1"}})),
+            ENOSYS);
+}
+
 TEST_F(AgentTest, KillOfUnknownPidIsEsrch) {
   EXPECT_EQ(ErrnoOf(agent_->Call({{"op", "kill"}, {"pid", getpid()}, {"signal", SIGTERM}})), ESRCH);
   EXPECT_EQ(ErrnoOf(agent_->Call({{"op", "kill"}, {"pid", 999999}, {"signal", SIGTERM}})), ESRCH);

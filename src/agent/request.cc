@@ -1,5 +1,6 @@
 #include "agent/request.h"
 
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -199,6 +200,46 @@ Result<ResizeRequest> ParseResize(const json& msg) {
   if (!cols) return std::unexpected(cols.error());
   req.rows = *rows;
   req.cols = *cols;
+  return req;
+}
+
+namespace {
+std::optional<uint32_t> GetIpv4(const json& msg, const char* key) {
+  auto it = msg.find(key);
+  if (it == msg.end() || !it->is_string()) return std::nullopt;
+  in_addr a{};
+  if (inet_pton(AF_INET, it->get_ref<const std::string&>().c_str(), &a) != 1) return std::nullopt;
+  return ntohl(a.s_addr);
+}
+}  // namespace
+
+Result<NetConfigRequest> ParseNetConfig(const json& msg) {
+  NetConfigRequest req;
+  auto name = msg.find("interface");
+  if (name == msg.end() || !name->is_string()) return Invalid("'interface' must be a string");
+  req.interface = name->get<std::string>();
+  bool name_ok = !req.interface.empty() && req.interface.size() < 16 && req.interface != "." &&
+                 req.interface != "..";
+  for (char c : req.interface) {
+    name_ok = name_ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                          (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-');
+  }
+  if (!name_ok) return Invalid("'interface' is not an interface name");
+  auto address = GetIpv4(msg, "address");
+  if (!address) return Invalid("'address' must be an IPv4 address");
+  auto gateway = GetIpv4(msg, "gateway");
+  if (!gateway) return Invalid("'gateway' must be an IPv4 address");
+  auto prefix_it = msg.find("prefix");
+  std::optional<int64_t> prefix;
+  if (prefix_it != msg.end()) prefix = GetInt(*prefix_it, 1, 30);
+  if (!prefix) return Invalid("'prefix' must be an integer 1..30");
+  const uint32_t mask = ~uint32_t{0} << (32 - *prefix);
+  if ((*address & mask) != (*gateway & mask) || *address == *gateway) {
+    return Invalid("'gateway' must be another address of the same subnet");
+  }
+  req.address = *address;
+  req.gateway = *gateway;
+  req.prefix = static_cast<int>(*prefix);
   return req;
 }
 

@@ -46,6 +46,14 @@ struct ResizeRequest {
   uint16_t cols = 0;
 };
 
+// configureNetwork (microVM only): the guest's NIC gets its sandbox address.
+struct NetConfigRequest {
+  std::string interface;  // a valid interface name (1..15 of [A-Za-z0-9_.-])
+  uint32_t address = 0;   // IPv4, host byte order
+  int prefix = 0;         // 1..30
+  uint32_t gateway = 0;   // in address/prefix, not the address itself
+};
+
 struct KillRequest {
   pid_t pid = 0;
   int signal = 0;
@@ -56,5 +64,6 @@ struct KillRequest {
 Result<SpawnRequest> ParseSpawn(const nlohmann::json& msg);
 Result<KillRequest> ParseKill(const nlohmann::json& msg);
 Result<ResizeRequest> ParseResize(const nlohmann::json& msg);
+Result<NetConfigRequest> ParseNetConfig(const nlohmann::json& msg);
 
 }  // namespace sandboxd::agent

@@ -146,5 +146,33 @@ TEST(ParseKillTest, ValidatesPidAndSignal) {
   }
 }
 
+TEST(ParseNetConfigTest, AddressPrefixAndGatewayOfOneSubnet) {
+  auto ok = ParseNetConfig(json{
+      {"interface", "eth0"}, {"address", "10.89.0.2"}, {"prefix", 30}, {"gateway", "10.89.0.1"}});
+  ASSERT_TRUE(ok) << ok.error().message;
+  EXPECT_EQ(ok->interface, "eth0");
+  EXPECT_EQ(ok->address, 0x0a590002u);
+  EXPECT_EQ(ok->gateway, 0x0a590001u);
+  EXPECT_EQ(ok->prefix, 30);
+  for (
+      const char* bad :
+      {R"({})", R"({"interface":"eth0","address":"10.89.0.2","prefix":30})",
+       R"({"interface":"eth0","address":"10.89.0.2","gateway":"10.89.0.1"})",
+       R"({"interface":"eth0","address":"10.89.0.2","prefix":31,"gateway":"10.89.0.1"})",
+       R"({"interface":"eth0","address":"10.89.0.2","prefix":0,"gateway":"10.89.0.1"})",
+       R"({"interface":"eth0","address":"10.89.0.2","prefix":30,"gateway":"10.89.0.5"})",
+       R"({"interface":"eth0","address":"10.89.0.2","prefix":30,"gateway":"10.89.0.2"})",
+       R"({"interface":"eth0","address":"::1","prefix":30,"gateway":"10.89.0.1"})",
+       R"({"interface":"eth0","address":"10.89.0.2 ","prefix":30,"gateway":"10.89.0.1"})",
+       R"({"interface":"","address":"10.89.0.2","prefix":30,"gateway":"10.89.0.1"})",
+       R"({"interface":"a/b","address":"10.89.0.2","prefix":30,"gateway":"10.89.0.1"})",
+       R"({"interface":"0123456789abcdef","address":"10.89.0.2","prefix":30,"gateway":"10.89.0.1"})",
+       R"({"interface":7,"address":"10.89.0.2","prefix":30,"gateway":"10.89.0.1"})"}) {
+    auto req = ParseNetConfig(json::parse(bad));
+    ASSERT_FALSE(req) << bad;
+    EXPECT_EQ(req.error().code, EINVAL) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace sandboxd::agent

@@ -3,7 +3,10 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/random.h>
+#include <arpa/inet.h>
 #include <net/if.h>
+#include <net/route.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
@@ -27,6 +30,7 @@
 #include <span>
 
 #include "agent/agent.h"
+#include "agent/loopback_relay.h"
 #include "agent/log.h"
 #include "common/frame.h"
 
@@ -315,6 +319,14 @@ Status FinishEnvironment(const Options& o) {
   SBX_TRY(Symlink("/proc/self/fd/1", "/dev/stdout"));
   SBX_TRY(Symlink("/proc/self/fd/2", "/dev/stderr"));
   if (sethostname(o.hostname.data(), o.hostname.size()) != 0) return FailErrno("sethostname");
+  // As in a namespace sandbox: the sandbox network is IPv4 only (the host
+  // drops IPv6 from sandbox links anyway). `all` reaches the links that
+  // exist (eth0, before it ever goes up) and `default` later ones. A kernel
+  // without IPv6 has no such files.
+  for (const char* f : {"/proc/sys/net/ipv6/conf/all/disable_ipv6",
+                        "/proc/sys/net/ipv6/conf/default/disable_ipv6"}) {
+    if (access(f, F_OK) == 0) SBX_TRY(WriteFile(f, "1"));
+  }
   return LoopbackUp();
 }
 
@@ -382,7 +394,50 @@ size_t RemoveBelow(int dir_fd, dev_t dev, int depth) {
   return left;
 }
 
+void SetIpv4(sockaddr* sa, uint32_t addr) {
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(addr);
+  std::memcpy(sa, &sin, sizeof sin);
+}
+
 }  // namespace
+
+Status ConfigureInterface(const NetConfigRequest& r) {
+  UniqueFd s(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!s) return FailErrno("socket");
+  ifreq ifr{};
+  if (r.interface.empty() || r.interface.size() >= IFNAMSIZ) return FailMsg("bad interface name");
+  std::memcpy(ifr.ifr_name, r.interface.c_str(), r.interface.size() + 1);
+  const std::string& dev = r.interface;
+  SetIpv4(&ifr.ifr_addr, r.address);
+  if (ioctl(s.get(), SIOCSIFADDR, &ifr) != 0) return FailErrno("SIOCSIFADDR " + dev);
+  SetIpv4(&ifr.ifr_netmask, r.prefix == 0 ? 0 : ~uint32_t{0} << (32 - r.prefix));
+  if (ioctl(s.get(), SIOCSIFNETMASK, &ifr) != 0) return FailErrno("SIOCSIFNETMASK " + dev);
+  if (ioctl(s.get(), SIOCGIFFLAGS, &ifr) != 0) return FailErrno("SIOCGIFFLAGS " + dev);
+  ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP | IFF_RUNNING);
+  if (ioctl(s.get(), SIOCSIFFLAGS, &ifr) != 0) return FailErrno("SIOCSIFFLAGS " + dev);
+  // The default route via the gateway, replacing one a previous call set
+  // (a second call with other addresses reconfigures the link).
+  rtentry rt{};
+  SetIpv4(&rt.rt_dst, 0);
+  SetIpv4(&rt.rt_genmask, 0);
+  SetIpv4(&rt.rt_gateway, r.gateway);
+  rt.rt_flags = RTF_UP | RTF_GATEWAY;
+  std::string dev_name = dev;  // rt_dev is a non-const char*
+  rt.rt_dev = dev_name.data();
+  rtentry del = rt;
+  if (ioctl(s.get(), SIOCDELRT, &del) != 0 && errno != ESRCH) {
+    return FailErrno("SIOCDELRT default via " + dev);
+  }
+  if (ioctl(s.get(), SIOCADDRT, &rt) != 0) return FailErrno("SIOCADDRT default via " + dev);
+  // The ingress's way to servers bound to 127.0.0.1 (common/loopback_relay.h).
+  if (auto relay = StartLoopbackRelay(r.gateway); !relay) return Fail(relay.error());
+  Kmsg(6, "%s: %u.%u.%u.%u/%d via %u.%u.%u.%u", dev.c_str(), r.address >> 24,
+       (r.address >> 16) & 255, (r.address >> 8) & 255, r.address & 255, r.prefix, r.gateway >> 24,
+       (r.gateway >> 16) & 255, (r.gateway >> 8) & 255, r.gateway & 255);
+  return {};
+}
 
 bool WantsVmMode(int argc, char** argv, pid_t pid) {
   bool named_link = false;
@@ -647,6 +702,7 @@ void Main(int argc, char** argv) {
     PowerOff();
   }
   (*agent)->SetOomKillCounter(std::string(kSandboxCgroup) + "/memory.events");
+  (*agent)->SetNetworkConfigurator(ConfigureInterface);
   int status = (*agent)->Run();
   Kmsg(6, "link closed (status %d): powering off", status);
   // Run() has killed and reaped every process; the agent object is left

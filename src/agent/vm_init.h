@@ -23,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include "agent/request.h"
 #include "common/error.h"
 #include "common/fd.h"
 #include "common/vm_boot.h"
@@ -110,6 +111,14 @@ std::vector<std::string> Stage2Args(const Options& options, const vmboot::BootCo
 // Stage 2: the root filesystem (read-only image + scratch overlay), the
 // switch into it, the sandbox's environment and hardening.
 Status BootStage2(const Options& options);
+
+// The agent's `configureNetwork` op (docs/agent-link.md): gives the guest's
+// NIC (a virtio-net device on the host's tap) the sandbox address, brings it
+// up and routes everything via the gateway (the host end of the sandbox's
+// link), replacing an earlier default route, and starts the loopback relay
+// for the ingress (common/loopback_relay.h). ioctls on an AF_INET socket: no
+// netlink library in the static agent. Only meaningful in a guest.
+Status ConfigureInterface(const NetConfigRequest& request);
 
 // sync(), then ACPI power-off (QEMU exits 0); never returns.
 [[noreturn]] void PowerOff();

@@ -177,6 +177,7 @@ int Serve(const ServeFlags& f) {
   vm.snapshot = f.vm_snapshot == "on";
   vm.snapshot_dir = f.data_dir + "/vm/snapshots";
   vm.snapshot_memory_mb = core::kDefaultMemoryMb;
+  vm.snapshot_network = f.net == "on";
   auto backends = isolation::MakeBackends(f.isolation, ns, vm);
   if (!backends) {
     std::fprintf(stderr, "sandboxd: isolation %s: %s\n", f.isolation.c_str(), backends.error().message.c_str());

@@ -13,14 +13,18 @@ import { execFile } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import WebSocket from "ws";
-import { SANDBOXD_BIN, useDaemon, dtest, waitFor, withTimeout } from "../lib/harness.mjs";
+import { SANDBOXD_BIN, useDaemon, dtest, waitFor, withTimeout, ISOLATION } from "../lib/harness.mjs";
 
 const d = useDaemon({
   orgs: ["a", "b"],
-  // The ingress reaches namespaces sandboxes only (docs/api.md), whatever
-  // backend `auto` or SANDBOXD_ISOLATION would pick.
-  extraArgs: ["--ingress-listen", "127.0.0.1:0", "--ingress-response-timeout", "2s", "--isolation", "namespaces"],
+  // Either backend (SANDBOXD_ISOLATION): a microVM is reached at the guest's
+  // address instead of inside its network namespace (docs/api.md, Ingress).
+  extraArgs: ["--ingress-listen", "127.0.0.1:0", "--ingress-response-timeout", "2s"],
 });
+const VM = ISOLATION === "microvm";
+// Servers start slowly in a TCG guest (a cold python3 or node takes seconds
+// on a loaded host): waits for them to listen are longer there.
+const LISTEN_WAIT = VM ? 40_000 : 10_000;
 
 // *.localhost does not resolve everywhere: every name goes to loopback.
 function lookup(_host, opts, cb) {
@@ -62,10 +66,10 @@ const NODE_SERVER = `
 const http = require("http"), crypto = require("crypto");
 const port = Number(process.argv[2]);
 const srv = http.createServer((req, res) => {
-  if (req.url === "/sse") {
+  if (req.url === "/sse" || req.url === "/sse-forever") {
     res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
     let n = 0;
-    const t = setInterval(() => { res.write("data: " + n++ + "\\n\\n"); if (n === 4) { clearInterval(t); res.end(); } }, 250);
+    const t = setInterval(() => { res.write("data: " + n++ + "\\n\\n"); if (n === 4 && req.url === "/sse") { clearInterval(t); res.end(); } }, 250);
     return;
   }
   if (req.url === "/upload") {
@@ -75,7 +79,7 @@ const srv = http.createServer((req, res) => {
     return;
   }
   res.setHeader("content-type", "application/json");
-  res.end(JSON.stringify({ url: req.url, method: req.method, remotePort: req.socket.remotePort, headers: req.headers }));
+  res.end(JSON.stringify({ url: req.url, method: req.method, remoteAddress: req.socket.remoteAddress, remotePort: req.socket.remotePort, headers: req.headers }));
 });
 srv.on("upgrade", (req, sock, head) => {
   const accept = crypto.createHash("sha1").update(req.headers["sec-websocket-key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest("base64");
@@ -132,7 +136,7 @@ dtest(d, "python3 http.server is reached through the URL exposeHttp returns (TLS
       const r = await request(`${url}/hello.txt`);
       return r.status === 200 ? r : null;
     },
-    { timeoutMs: 10_000, what: "python3 http.server to answer through the ingress" },
+    { timeoutMs: LISTEN_WAIT, what: "python3 http.server to answer through the ingress" },
   );
   assert.equal(res.body, "hello from python\n");
   assert.equal((await request(`${plain(url)}/hello.txt`)).body, "hello from python\n", "plain HTTP on the same port");
@@ -177,7 +181,7 @@ dtest(d, "a Node server: keep-alive, forwarded headers, streamed upload", async 
       const r = await request(`${nodeUrl}/one`, { via: keep });
       return r.status === 200 ? JSON.parse(r.body) : null;
     },
-    { what: "the Node server to answer" },
+    { timeoutMs: LISTEN_WAIT, what: "the Node server to answer" },
   );
   const second = JSON.parse((await request(`${nodeUrl}/two?x=1`, { via: keep })).body);
   assert.equal(second.url, "/two?x=1");
@@ -246,7 +250,7 @@ dtest(d, "exposeHttp({pid}) routes to the port that process listens on", async (
       const x = await request(`${url}/by-pid`);
       return x.status === 200 ? x : null;
     },
-    { what: "the pid-exposed server to answer" },
+    { timeoutMs: LISTEN_WAIT, what: "the pid-exposed server to answer" },
   );
   assert.equal(JSON.parse(r.body).url, "/by-pid");
   await child.kill("SIGKILL");
@@ -254,6 +258,25 @@ dtest(d, "exposeHttp({pid}) routes to the port that process listens on", async (
   const gone = await request(`${url}/`);
   assert.equal(gone.status, 502);
   assert.equal(gone.headers["x-sandboxd-error"], "PROCESS_EXITED");
+});
+
+dtest(d, "a microVM guest is reached at its address, a loopback-only server through its agent", async (t) => {
+  if (!VM) return t.skip("microvm only");
+  // The ingress dials the guest's own address (from the gateway, the host end
+  // of its link); a server bound to 127.0.0.1 is reached through the agent's
+  // loopback relay inside the guest (common/loopback_relay.h).
+  const net = await (await d.fetch(`/api/v3/sandboxes/${sb.id}/network`, { org: "a" })).json();
+  const gw = net.address.replace(/\.(\d+)$/, (_, n) => `.${Number(n) - 1}`);
+  await startNode(sb, 3200, net.address);
+  await startNode(sb, 3201, "127.0.0.1");
+  for (const [port, from] of [[3200, gw], [3201, "127.0.0.1"]]) {
+    const url = await sb.exposeHttp({ port });
+    const r = await waitFor(async () => {
+      const x = await request(`${url}/who`);
+      return x.status === 200 ? x : null;
+    }, { timeoutMs: LISTEN_WAIT, what: `the server on port ${port}` });
+    assert.equal(JSON.parse(r.body).remoteAddress.replace(/^::ffff:/, ""), from, `port ${port}`);
+  }
 });
 
 dtest(d, "errors: not exposed 404, nothing listening 502, no answer 504, unknown sandbox 404", async () => {
@@ -277,7 +300,7 @@ dtest(d, "errors: not exposed 404, nothing listening 502, no answer 504, unknown
       took = Date.now() - t0;
       return r.status !== 502 ? r : null; // 502 until it listens
     },
-    { what: "the silent server to listen" },
+    { timeoutMs: LISTEN_WAIT, what: "the silent server to listen" },
   );
   assert.equal(silent.status, 504);
   assert.equal(silent.headers["x-sandboxd-error"], "UPSTREAM_TIMEOUT");
@@ -297,18 +320,22 @@ dtest(d, "a killed sandbox: open streams end, its URLs answer 404", async () => 
   const box = await d.create("b");
   await startNode(box, 3000);
   const url = await box.exposeHttp({ port: 3000 });
-  await waitFor(async () => (await request(`${url}/`)).status === 200, { what: "the server to answer" });
-  // An event stream still open when the sandbox dies.
+  await waitFor(async () => (await request(`${url}/`)).status === 200, { timeoutMs: LISTEN_WAIT, what: "the server to answer" });
+  // An event stream still open when the sandbox dies (it would never end by
+  // itself): its end must come from the sandbox's end.
+  let streaming;
+  const started = new Promise((r) => (streaming = r));
   const streamEnded = new Promise((resolve) => {
     https
-      .get(`${url}/sse`, { agent: agent(url), lookup, ca }, (res) => {
-        res.on("data", () => {});
+      .get(`${url}/sse-forever`, { agent: agent(url), lookup, ca }, (res) => {
+        res.on("data", () => streaming());
         res.on("end", () => resolve("end"));
         res.on("error", () => resolve("error"));
         res.on("aborted", () => resolve("aborted"));
       })
       .on("error", () => resolve("error"));
   });
+  await withTimeout(started, 10_000, "the first event");
   await box.kill();
   assert.ok(await withTimeout(streamEnded, 10_000, "the open stream of a killed sandbox"));
   const after = await waitFor(
@@ -326,7 +353,7 @@ dtest(d, "isolation: only exposed ports, only through the ingress, not from anot
   await startNode(other, 3000);
   await other.spawn("python3", { args: ["-m", "http.server", "3001"], stdout: "null", stderr: "null" });
   const url = await other.exposeHttp({ port: 3000 });
-  await waitFor(async () => (await request(`${url}/`)).status === 200, { what: "the other server to answer" });
+  await waitFor(async () => (await request(`${url}/`)).status === 200, { timeoutMs: LISTEN_WAIT, what: "the other server to answer" });
   // Its unexposed port is not reachable through the ingress.
   const hidden = await request(`${portUrl(other, 3001)}/`);
   assert.equal(hidden.status, 404);

@@ -2,7 +2,9 @@
 // timed sandboxes, some are killed/closed and some are left running when the
 // daemon gets SIGTERM. Afterwards nothing of it may remain on the machine:
 // processes, mounts, cgroups, network namespaces, veths, per-sandbox state
-// dirs, harness temp dirs.
+// dirs, harness temp dirs. And while the daemon still runs, it holds nothing
+// of the sandbox it killed (no fd of its namespaces: a microVM's tap and veth
+// end live in QEMU's network namespace, invisible from the host).
 //
 // Other daemons (other engineers' runs) may share this machine, so every
 // check is scoped: to pids that descended from our daemon, to names that
@@ -94,6 +96,35 @@ function sandboxdCgroups() {
   return { parents, dirs };
 }
 
+/**
+ * "pid:ns" / "pid:fdN" of the processes `pids` (default: all; then only their
+ * own namespaces, since other daemons on the host hold fds of theirs) that
+ * hold one of `namespaces` ("net:[…]" links).
+ */
+function holdersOf(namespaces, pids = null) {
+  const out = [];
+  for (const pid of pids ?? procs().keys()) {
+    for (const ns of ["mnt", "net", "pid", "user", "ipc", "uts"]) {
+      try {
+        if (namespaces.has(readlinkSync(`/proc/${pid}/ns/${ns}`))) out.push(`${pid}:${ns}`);
+      } catch {}
+    }
+    let fds = [];
+    try {
+      if (pids) fds = readdirSync(`/proc/${pid}/fd`);
+    } catch {}
+    for (const fd of fds) {
+      try {
+        if (namespaces.has(readlinkSync(`/proc/${pid}/fd/${fd}`))) out.push(`${pid}:fd${fd}`);
+      } catch {}
+    }
+  }
+  return out;
+}
+
+/** The agent (namespaces backend) or QEMU (microvm: "qemu-system-x86", comm is 15 chars). */
+const isSandboxProcess = (p) => p.comm === "sandbox-agent" || p.comm.startsWith("qemu-system");
+
 function walkTree(dir, out = [], depth = 0) {
   if (depth > 6) return out;
   let ents = [];
@@ -121,6 +152,7 @@ test("no leftovers after a daemon with sandboxes is stopped", { timeout: 180_000
   const seen = new Map(); // pid -> {comm,start} of every descendant of our daemon
   const hostNs = Object.fromEntries(["mnt", "net", "pid", "user", "ipc", "uts"].map((n) => [n, readlinkSync(`/proc/self/ns/${n}`)]));
   const sandboxNs = new Set();
+  const nsOf = new Map(); // sandbox id -> its namespaces
   const baseAgents = new Set([...procs().values()].filter((p) => p.comm === "sandbox-agent").map((p) => p.pid));
   // Our processes: descendants of the daemon, plus agents that appeared since
   // the baseline (in case the daemon double-forks them away).
@@ -135,13 +167,25 @@ test("no leftovers after a daemon with sandboxes is stopped", { timeout: 180_000
     for (const p of descendants(d.proc.pid, table)) seen.set(p.pid, p);
     for (const p of table.values()) if (p.comm === "sandbox-agent" && !baseAgents.has(p.pid)) seen.set(p.pid, p);
     // The sandboxes' namespaces (mounts of the namespaces backend live only in
-    // their private mount namespace, invisible in the host's /proc/mounts).
+    // their private mount namespace, invisible in the host's /proc/mounts;
+    // a microVM's QEMU has a network namespace of its own with the guest's
+    // tap and the sandbox's veth end in it).
     for (const p of seen.values()) {
-      if (p.comm !== "sandbox-agent") continue;
+      if (!isSandboxProcess(p)) continue;
+      let cg = "";
+      try {
+        cg = readFileSync(`/proc/${p.pid}/cgroup`, "utf8");
+      } catch {}
+      const id = ids.find((i) => cg.includes(i));
       for (const ns of ["mnt", "net", "pid", "user", "ipc", "uts"]) {
         try {
           const link = readlinkSync(`/proc/${p.pid}/ns/${ns}`);
-          if (link !== hostNs[ns]) sandboxNs.add(link);
+          if (link === hostNs[ns]) continue;
+          sandboxNs.add(link);
+          if (id) {
+            if (!nsOf.has(id)) nsOf.set(id, new Set());
+            nsOf.get(id).add(link);
+          }
         } catch {}
       }
     }
@@ -166,6 +210,17 @@ test("no leftovers after a daemon with sandboxes is stopped", { timeout: 180_000
     await s2.sh`echo data > "$HOME/x"`.text();
     snap();
     await withTimeout(s2.kill(), 15_000, "kill()");
+    // While the daemon still runs: it holds no fd of the killed sandbox's
+    // namespaces (a kept network namespace keeps its links: a microVM's tap
+    // and veth end, invisible from the host), and no process of its own is
+    // in them. Checked before another sandbox exists: namespace inode
+    // numbers are recycled.
+    assert.ok(nsOf.get(s2.id)?.size, "test defect: no namespaces recorded for the killed sandbox");
+    await d.waitStatus(s2.id, "stopped", { timeoutMs: 10_000 });
+    const ourHolders = () => holdersOf(nsOf.get(s2.id), [d.proc.pid, ...descendants(d.proc.pid).map((p) => p.pid)]);
+    await waitFor(() => ourHolders().length === 0, { timeoutMs: 10_000, what: "the killed sandbox's namespaces to be released" }).catch(() =>
+      assert.fail(`the daemon still holds namespaces of the sandbox it killed: ${ourHolders().join(", ")}`),
+    );
     // 3) timed sandbox, closed and left running (the daemon's SIGTERM must end it)
     const s3 = await d.create("a", { timeout: "1m" });
     ids.push(s3.id);
@@ -209,16 +264,9 @@ test("no leftovers after a daemon with sandboxes is stopped", { timeout: 180_000
   if (orphanAgents.length) problems.push(`orphaned sandbox-agent processes: ${orphanAgents.map((p) => p.pid).join(", ")}`);
 
   // Namespaces of our sandboxes still held by any process on the host.
-  const sawAgents = [...seen.values()].some((p) => p.comm === "sandbox-agent");
-  if (sawAgents && sandboxNs.size === 0) problems.push("test defect: agents ran but no sandbox namespaces were recorded");
-  const holders = [];
-  for (const pid of procs().keys()) {
-    for (const ns of ["mnt", "net", "pid", "user", "ipc", "uts"]) {
-      try {
-        if (sandboxNs.has(readlinkSync(`/proc/${pid}/ns/${ns}`))) holders.push(`${pid}:${ns}`);
-      } catch {}
-    }
-  }
+  const sawAgents = [...seen.values()].some(isSandboxProcess);
+  if (sawAgents && sandboxNs.size === 0) problems.push("test defect: sandboxes ran but no sandbox namespaces were recorded");
+  const holders = holdersOf(sandboxNs);
   if (holders.length) problems.push(`sandbox namespaces still in use by host processes: ${holders.slice(0, 20).join(", ")}`);
 
   // Mounts: anything under our data dir or naming one of our sandboxes.

@@ -41,7 +41,7 @@ for i in range(2000):
     ok += 1
 print(ok, fail, flush=True)
 `;
-  const r = await withTimeout(run(bomb, `python3 -c '${py}'`), TCG ? 120_000 : 60_000, "fork bomb script");
+  const r = await withTimeout(run(bomb, `python3 -c '${py}'`), TCG ? 150_000 : 60_000, "fork bomb script");
   const [ok, fail] = r.out.trim().split(/\s+/).map(Number);
   assert.ok(Number.isFinite(ok) && Number.isFinite(fail), `fork bomb printed ${JSON.stringify(r.out)} / ${r.err.slice(0, 500)}`);
   assert.ok(fail > 0, `all 2000 forks succeeded: no pids limit (ok=${ok})`);
@@ -53,7 +53,7 @@ print(ok, fail, flush=True)
   // And the bombed sandbox can still be killed promptly.
   await withTimeout(bomb.kill(), 20_000, "kill() of the fork-bombed sandbox");
   await d.waitStatus(bomb.id, "stopped", { timeoutMs: 10_000 });
-}, { timeout: TCG ? 180_000 : 60_000 });
+}, { timeout: TCG ? 240_000 : 60_000 });
 
 dtest(d, "a memory hog over memoryMb is OOM-killed (oom: true); the daemon and others keep serving", async () => {
   const hog = await d.create("a", { memory: "800MiB", timeout: "2m" });

@@ -76,12 +76,15 @@ dtest(
     await vm.fs.writeTextFile("/home/app/x", "through the SDK\n");
     assert.equal(await vm.sh`cat /home/app/x`.text(), "through the SDK\n");
 
-    // The ingress does not reach a VM's services: 501 for this sandbox only.
+    // The ingress reaches a VM's services too (over its network); both
+    // sandboxes of this daemon get a name.
     const exposeVm = await d.fetch(`/api/v3/sandbox/${r.id}/expose/http`, { method: "POST", body: "{}" });
-    assert.equal(exposeVm.status, 501);
-    assert.equal((await exposeVm.json()).code, "INGRESS_UNSUPPORTED");
+    assert.equal(exposeVm.status, 200, await exposeVm.clone().text());
+    assert.match((await exposeVm.json()).url, /^http:\/\//);
     const exposeNs = await d.fetch(`/api/v3/sandbox/${plain.id}/expose/http`, { method: "POST", body: "{}" });
     assert.equal(exposeNs.status, 200);
+    // And the VM has its network: eth0 carries the sandbox's address.
+    assert.match(await vm.sh`cat /proc/net/dev`.text(), /eth0:/);
 
     const pids = cgroupPids(r.id);
     await vm.kill();

@@ -100,7 +100,15 @@ void WsSession::Fetch(int64_t id, const json& p) {
       st->done = true;
       return self->ReplyAppError(id, ErrorObject("Error", "", "the sandbox is stopping"));
     }
-    net::FetchTarget target{n->netns_fd(), n->gateway_ip(), n->FetchTlsContext()};
+    net::FetchTarget target{n->netns_fd(), n->gateway_ip(), n->FetchTlsContext(), {}};
+    if (!n->guest_tap().empty()) {
+      // A microVM: its address is the guest's, so the daemon cannot open a
+      // socket with it; the proxy adopts the connection as the sandbox's.
+      target.connect = [svc = &n->service(), ip = n->sandbox_ip_u32(),
+                        id = self->sb_->id()](const boost::asio::ip::tcp::endpoint& ep) {
+        return svc->ConnectAsSandbox(ip, id, ep);
+      };
+    }
     net::FetchSink sink;
     auto sid = std::make_shared<int64_t>(0);
     sink.on_head = [weak, st, id, sid](Result<net::FetchHead> head) {

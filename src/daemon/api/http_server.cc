@@ -246,15 +246,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       if (req.method() != http::verb::post) return SendError({405, "METHOD_NOT_ALLOWED", "use POST"}, keep);
       auto sb = mgr_.FindRunning(*org, std::string(segs[3]));
       if (!sb) return SendError(sb.error(), keep);
-      // The ingress dials into the sandbox's network namespace, which reaches
-      // the services of namespaces sandboxes only: a VM's are behind its own
-      // network stack (reaching them needs a connection through the agent).
-      std::optional<ingress::Naming> naming = ingress_naming_;
-      if (naming && (*sb)->isolation() != core::kIsolationNamespaces) {
-        naming->unsupported = "the HTTP ingress does not reach " + (*sb)->isolation() +
-                              " sandboxes yet (create it with isolation \"namespaces\")";
-      }
-      auto r = ingress::ExposeHttpRest((*sb)->exposures(), (*sb)->id(), (*sb)->init_pid(), naming, req.body());
+      auto r = ingress::ExposeHttpRest((*sb)->exposures(), (*sb)->id(), (*sb)->init_pid(), ingress_naming_, req.body());
       if (!r) return SendError(r.error(), keep);
       return SendJson(http::status::ok, r->dump(), keep);
     }

@@ -10,6 +10,7 @@
 #include "daemon/net/allowlist.h"
 #include "daemon/net/network.h"
 #include "daemon/net/sandbox_ca.h"
+#include "daemon/net/subnet.h"
 
 namespace sandboxd::core {
 
@@ -125,6 +126,7 @@ void Manager::Create(const std::string& org, CreateConfig cfg, CreateFn done) {
   isolation::SandboxSpec spec;
   spec.id = id;
   spec.memory_mb = sb->config().memory_mb;
+  spec.network = net_ != nullptr;
   ++creating_;
   boost::asio::post(pool_, [this, backend, spec, sb, bindings = std::move(bindings), secret_hosts = std::move(secret_hosts),
                             done = std::move(done)]() mutable {
@@ -151,6 +153,10 @@ void Manager::Create(const std::string& org, CreateConfig cfg, CreateFn done) {
       }
       sb->instance_ = std::move(*inst);
       sb->net_ = std::move(attachment);
+      if (sb->instance_->HasGuestKernel()) {
+        // The ingress reaches a microVM's services at the guest's address.
+        sb->exposures().SetGuest(sb->net_ ? sb->net_->sandbox_ip_u32() : 0);
+      }
       sb->link_ = std::make_shared<AgentLink>(io_, sb->instance_->TakeLinkFd(), opts_.agent_call_timeout);
       std::weak_ptr<Sandbox> weak = sb;
       sb->link_->Start(
@@ -180,12 +186,13 @@ void Manager::Create(const std::string& org, CreateConfig cfg, CreateFn done) {
         done(std::unexpected(ApiError{503, "SHUTTING_DOWN", "the server is shutting down"}));
         return;
       }
-      ArmStopTimer(sb);
       spdlog::info("sandbox {}: running (org {}, {}, {} MiB, {}, {})", sb->id(), sb->org(), sb->isolation_,
                    sb->config().memory_mb, sb->stop_at_ms_ ? "timed" : "session",
                    sb->net_ ? "network " + sb->net_->sandbox_ip() : std::string("no network"));
+      if (sb->net_ && !sb->net_->guest_tap().empty())
+        return ConfigureGuestNetwork(sb, std::move(done));
       if (sb->net_ && sb->net_->policy()->ca()) return InstallTrust(sb, std::move(done));
-      done(sb);
+      HandOut(sb, std::move(done));
     });
   });
 }
@@ -205,9 +212,52 @@ Result<std::unique_ptr<net::NetworkAttachment>> Manager::AttachNetwork(isolation
   if (!policy) return std::unexpected(policy.error());
   UniqueFd netns(::open(("/proc/" + std::to_string(inst.InitPid()) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
   if (!netns) return FailErrno("open the sandbox's network namespace");
-  auto a = net_->Attach(netns.get(), *policy);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto a = net_->Attach(netns.get(), *policy, inst.GuestTap());
   if (!a) return std::unexpected(a.error().Wrap("network"));
+  spdlog::debug("sandbox {}: network attached{} in {} us", sb->id(), inst.GuestTap().empty() ? "" : " to the guest's tap",
+                std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count());
   return std::move(*a);
+}
+
+// A guest with its own network stack (microVM) owns the sandbox address: its
+// agent configures eth0 with it (docs/agent-link.md, configureNetwork). The
+// sandbox is handed out only after this, so its first command has a network.
+void Manager::ConfigureGuestNetwork(const std::shared_ptr<Sandbox>& sb, CreateFn done) {
+  const auto& net = *sb->net_;
+  nlohmann::json p = {{"interface", "eth0"},
+                      {"address", net.sandbox_ip()},
+                      {"prefix", net.prefix()},
+                      {"gateway", net::Ipv4ToString(net.gateway_ip())}};
+  std::weak_ptr<Sandbox> weak = sb;
+  sb->link().Call(
+      "configureNetwork", p,
+      [this, weak, done = std::move(done), t0 = std::chrono::steady_clock::now()](
+          Result<nlohmann::json> r) mutable {
+        auto s = weak.lock();
+        spdlog::debug("sandbox {}: guest network configured in {} us", s ? s->id() : "?",
+                      std::chrono::duration_cast<std::chrono::microseconds>(
+                          std::chrono::steady_clock::now() - t0)
+                          .count());
+        if (!s || !s->running())
+          return done(std::unexpected(ApiError{500, "SANDBOX_START_FAILED", "sandbox stopped"}));
+        if (!r) {
+          const std::string what = "could not configure the guest's network: " + r.error().message;
+          StartStop(s, what, true);
+          return done(std::unexpected(ApiError{500, "SANDBOX_START_FAILED", what}));
+        }
+        if (s->net_->policy()->ca()) return InstallTrust(s, std::move(done));
+        HandOut(s, std::move(done));
+      });
+}
+
+// The last step of a create: the sandbox's deadline (a timed sandbox) counts
+// from here on, so a deadline that passed while it was still being set up
+// (a slow boot, the guest's network, the egress CA) stops it after the client
+// got it, never half-way through its setup.
+void Manager::HandOut(const std::shared_ptr<Sandbox>& sb, CreateFn done) {
+  ArmStopTimer(sb);
+  done(sb);
 }
 
 // Writes the proxy CA into the sandbox's trust store (as root, through the
@@ -236,9 +286,12 @@ void Manager::InstallTrust(const std::shared_ptr<Sandbox>& sb, CreateFn done) {
     auto s = weak.lock();
     if (!s || !s->running()) return done(std::unexpected(ApiError{500, "SANDBOX_START_FAILED", "sandbox stopped"}));
     if (i == files->size()) {
-      auto finish = done;  // resetting *step destroys this lambda and its captures
-      *step = nullptr;     // break the cycle
-      return finish(s);
+      // Resetting *step destroys this lambda and its captures (`this`
+      // included): keep what is needed in locals first.
+      auto finish = done;
+      Manager* mgr = this;
+      *step = nullptr;  // break the cycle
+      return mgr->HandOut(s, std::move(finish));
     }
     const auto& f = (*files)[i];
     nlohmann::json root = {{"uid", 0}, {"gid", 0}, {"cwd", "/"}};

@@ -92,6 +92,8 @@ class Manager {
                                                                 const std::shared_ptr<Sandbox>& sb,
                                                                 std::vector<net::SecretBinding> bindings,
                                                                 const std::vector<std::string>& secret_hosts);
+  void ConfigureGuestNetwork(const std::shared_ptr<Sandbox>& sb, CreateFn done);
+  void HandOut(const std::shared_ptr<Sandbox>& sb, CreateFn done);
   void InstallTrust(const std::shared_ptr<Sandbox>& sb, CreateFn done);
   void ArmStopTimer(const std::shared_ptr<Sandbox>& sb);
 

@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/post.hpp>
+#include <cerrno>
+#include <nlohmann/json.hpp>
 
 #include "daemon/core/config.h"
 
@@ -63,7 +65,24 @@ RouteFn ManagerRouter(boost::asio::io_context& loop, core::Manager& mgr) {
             RouteError{502, "SANDBOX_UNREACHABLE",
                        "sandbox " + r.sandbox_id + ": " + handles.error().message}));
       }
-      done(Upstream{r.sandbox_id, *handles, *target});
+      if (target->pid == 0 || !sb->exposures().guest()) {
+        return done(Upstream{r.sandbox_id, *handles, *target});
+      }
+      // The guest's process table is the guest kernel's: ask its agent which
+      // port the process (or a descendant) listens on.
+      const int64_t pid = target->pid;
+      sb->link().Call(
+          "listeningPort", {{"pid", pid}},
+          [id = r.sandbox_id, h = *handles, done](Result<nlohmann::json> port) {
+            if (!port || !port->is_number_unsigned() || port->get<uint64_t>() == 0 ||
+                port->get<uint64_t>() > 65535) {
+              const bool gone = !port && port.error().code == ESRCH;
+              const std::string why = port ? "bad answer from the agent" : port.error().message;
+              return done(std::unexpected(RouteError{502, gone ? "PROCESS_EXITED" : "NOT_LISTENING",
+                                                     "sandbox " + id + ": " + why}));
+            }
+            done(Upstream{id, h, ExposeTarget{static_cast<uint16_t>(port->get<uint64_t>()), 0}});
+          });
     });
   };
 }

@@ -33,7 +33,8 @@ struct DaemonIngress {
 };
 
 // Routes to running sandboxes of `mgr`: the lookup is posted to `loop` (the
-// daemon's event loop, where Sandbox state lives). Both must outlive the
+// daemon's event loop, where Sandbox state lives). A microVM guest's {pid}
+// target is resolved to a port by its agent (`listeningPort`) right here. Both must outlive the
 // ingress server's threads; a lookup still queued on `loop` when the server
 // is destroyed holds its executor, so destroy `loop` (or let it drop its
 // handlers) before the server.
@@ -41,9 +42,8 @@ RouteFn ManagerRouter(boost::asio::io_context& loop, core::Manager& mgr);
 
 // Validates `flags` (errors say which flag), prepares TLS (creating the
 // local CA in `data_dir` on first use) and starts the listener. Not for an
-// empty `flags.listen`. The ingress dials into a sandbox's network
-// namespace, which reaches the services of "namespaces" sandboxes only: for a
-// sandbox of another backend expose/http answers 501 (api/http_server.cc).
+// empty `flags.listen`. The ingress dials into a namespace sandbox's network
+// namespace, and a microVM guest at its address (SandboxHandles).
 Result<DaemonIngress> StartDaemonIngress(const IngressFlags& flags, const std::string& data_dir,
                                          boost::asio::io_context& loop, core::Manager& mgr);
 

@@ -38,7 +38,11 @@ TargetParam ReadTarget(const json& o) {
   return out;
 }
 
+// A guest's pids are the guest kernel's: only its agent knows them, and it
+// is asked when a request arrives (the {pid} is resolved then, as for every
+// new upstream connection), so a guest's pid is taken on trust here.
 bool PidExists(ExposureSet& set, pid_t init_pid, int64_t pid) {
+  if (set.guest()) return true;
   auto h = set.Handles(init_pid);
   return h && ProcessExists((*h)->proc.get(), pid);
 }
@@ -54,6 +58,12 @@ core::ApiResult<json> ExposeHttpRest(ExposureSet& set, std::string_view sandbox_
   }
   if (!naming->unsupported.empty()) {
     return std::unexpected(core::ApiError{501, "INGRESS_UNSUPPORTED", naming->unsupported});
+  }
+  if (set.guest() && set.guest_ip() == 0) {
+    return std::unexpected(core::ApiError{
+        501, "INGRESS_UNSUPPORTED",
+        "this microVM sandbox has no network (the daemon runs with --net off), so the ingress "
+        "cannot reach it"});
   }
   json b = body.empty() ? json::object() : json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (b.is_discarded() || !b.is_object()) {

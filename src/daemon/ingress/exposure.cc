@@ -159,6 +159,17 @@ std::optional<ExposeTarget> ExposureSet::Find(std::string_view suffix) const {
 
 Result<std::shared_ptr<const SandboxHandles>> ExposureSet::Handles(pid_t init_pid) {
   if (handles_) return handles_;
+  if (guest_) {
+    // Never the host's /proc/<QEMU>: its root is the host's, so a {pid}
+    // would name a host process there.
+    if (guest_ip_ == 0)
+      return FailMsg("the microVM has no network (the daemon runs with --net off)");
+    if (init_pid <= 0) return FailMsg("the sandbox is not running");
+    auto h = std::make_shared<SandboxHandles>();
+    h->guest_ip = guest_ip_;
+    handles_ = std::move(h);
+    return handles_;
+  }
   auto h = OpenSandboxHandles(init_pid);
   if (!h) return h;
   handles_ = *h;

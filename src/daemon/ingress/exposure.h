@@ -76,6 +76,12 @@ struct ExposeTarget {
 struct SandboxHandles {
   UniqueFd proc;   // /proc/<init pid> (O_PATH): its root and its netns's TCP tables
   UniqueFd netns;  // its network namespace
+  // A guest with a kernel of its own (microVM) is reached at its address
+  // (host byte order) over its sandbox link, with a marked socket of the
+  // daemon's namespace (net::GuestDialSocket); proc and netns are then unset:
+  // the host's view of QEMU's process says nothing about the guest's
+  // processes and sockets ({pid} targets are resolved by the guest's agent).
+  uint32_t guest_ip = 0;
 };
 Result<std::shared_ptr<const SandboxHandles>> OpenSandboxHandles(pid_t init_pid);
 
@@ -96,13 +102,26 @@ class ExposureSet {
   bool empty() const { return names_.empty(); }
 
   // Opened on first use while the sandbox runs (init_pid > 0), then kept.
+  // For a guest: its address, or an error when it has none.
   Result<std::shared_ptr<const SandboxHandles>> Handles(pid_t init_pid);
+
+  // Marks the sandbox as a guest with a kernel of its own (a microVM), at
+  // `ip` (host byte order; 0: it has no network, and the ingress cannot reach
+  // it). Set once as the sandbox starts, before any Handles().
+  void SetGuest(uint32_t ip) {
+    guest_ = true;
+    guest_ip_ = ip;
+  }
+  bool guest() const { return guest_; }
+  uint32_t guest_ip() const { return guest_ip_; }
 
  private:
   std::map<std::string, std::optional<ExposeTarget>, std::less<>>
       names_;                 // token → target (nullopt: reserved)
   std::set<uint16_t> ports_;  // exposed port suffixes
   std::shared_ptr<const SandboxHandles> handles_;
+  bool guest_ = false;
+  uint32_t guest_ip_ = 0;
 };
 
 }  // namespace sandboxd::ingress

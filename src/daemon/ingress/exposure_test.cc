@@ -78,6 +78,29 @@ TEST(ExposureSet, Bounded) {
   EXPECT_FALSE(s.ExposePort(80));
 }
 
+TEST(ExposureSet, AGuestIsReachedAtItsAddressNeverThroughTheHostsProc) {
+  ExposureSet s;
+  s.SetGuest(0x0a590002);
+  auto h = s.Handles(::getpid());  // QEMU's pid in the daemon: its /proc is the host's
+  ASSERT_TRUE(h) << h.error().message;
+  EXPECT_EQ((*h)->guest_ip, 0x0a590002u);
+  EXPECT_FALSE((*h)->proc) << "a {pid} would name a host process";
+  EXPECT_FALSE((*h)->netns);
+
+  // A guest's pid is its kernel's: taken on trust here, resolved by its agent
+  // per request (ExposeHttpRest/Rpc do not look in the host's /proc).
+  Naming n{"localhost", 4443, true};
+  EXPECT_TRUE(ExposeHttpRest(s, kId, ::getpid(), n, R"({"pid": 999999})"));
+
+  ExposureSet offline;
+  offline.SetGuest(0);  // a microVM without a network
+  EXPECT_FALSE(offline.Handles(::getpid()));
+  auto r = ExposeHttpRest(offline, kId, ::getpid(), n, R"({"port": 3000})");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().status, 501);
+  EXPECT_EQ(r.error().code, "INGRESS_UNSUPPORTED");
+}
+
 TEST(ExposeApi, RestAndRpc) {
   ExposureSet s;
   Naming n{"localhost", 4443, true};

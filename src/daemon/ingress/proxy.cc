@@ -5,6 +5,7 @@
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/read_until.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
@@ -18,6 +19,7 @@
 
 #include "daemon/ingress/pid_port.h"
 #include "daemon/net/http_util.h"
+#include "daemon/net/firewall.h"
 #include "daemon/net/netns.h"
 
 namespace sandboxd::ingress {
@@ -291,13 +293,17 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   // Tries 127.0.0.1, then [::1] (a server bound to "localhost" may have
-  // picked either).
+  // picked either). A guest (microVM): its address, then, when that is
+  // refused, the guest agent's loopback relay (common/loopback_relay.h), which
+  // reaches a server bound to the guest's 127.0.0.1.
   void Connect(int attempt, error_code first_error) {
-    int family = attempt == 0 ? AF_INET : AF_INET6;
+    const uint32_t guest_ip = upstream_.handles ? upstream_.handles->guest_ip : 0;
+    int family = attempt == 0 || guest_ip != 0 ? AF_INET : AF_INET6;
     Result<UniqueFd> fd = FailMsg("no dialer");
     if (env_->socket_for) fd = env_->socket_for(upstream_, family);
     if (!fd) {
-      if (attempt == 0) return Connect(1, asio::error::address_family_not_supported);
+      if (attempt == 0 && guest_ip == 0)
+        return Connect(1, asio::error::address_family_not_supported);
       return ConnectFailed(first_error ? first_error : asio::error::address_family_not_supported);
     }
     error_code ec;
@@ -306,31 +312,68 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec) return Refuse(502, "UPSTREAM_UNREACHABLE", "socket: " + ec.message());
     auto stream = std::make_shared<beast::tcp_stream>(std::move(sock));
     stream->expires_after(env_->connect_timeout);
-    tcp::endpoint ep(family == AF_INET ? asio::ip::address(asio::ip::address_v4::loopback())
-                                       : asio::ip::address(asio::ip::address_v6::loopback()),
-                     port_);
+    const bool relay = guest_ip != 0 && attempt == 1;
+    tcp::endpoint ep(guest_ip != 0       ? asio::ip::address(asio::ip::address_v4(guest_ip))
+                     : family == AF_INET ? asio::ip::address(asio::ip::address_v4::loopback())
+                                         : asio::ip::address(asio::ip::address_v6::loopback()),
+                     relay ? env_->guest_relay_port : port_);
     uint64_t gen = route_gen_;
-    stream->async_connect(
-        ep, [self = shared_from_this(), stream, attempt, first_error, gen](error_code ec) {
-          if (self->finished_ || gen != self->route_gen_) return;
-          if (ec == beast::error::timeout) {
-            return self->Refuse(502, "UPSTREAM_UNREACHABLE",
-                                "sandbox " + self->upstream_.sandbox_id + ": connecting to port " +
-                                    std::to_string(self->port_) + " timed out");
-          }
-          if (ec) {
-            if (attempt == 0) return self->Connect(1, ec);
-            return self->ConnectFailed(first_error ? first_error : ec);
-          }
-          error_code ignored;
-          stream->socket().set_option(tcp::no_delay(true), ignored);
-          stream->expires_never();
-          auto c = std::make_shared<Conn>(std::move(*stream));
-          c->buf.reserve(kBodyChunk);
-          c->key = self->route_;
-          self->up_ = std::move(c);
-          self->SendRequestHead();
-        });
+    stream->async_connect(ep, [self = shared_from_this(), stream, attempt, first_error, gen, relay,
+                               guest_ip](error_code ec) {
+      if (self->finished_ || gen != self->route_gen_) return;
+      if (ec == beast::error::timeout) {
+        return self->Refuse(502, "UPSTREAM_UNREACHABLE",
+                            "sandbox " + self->upstream_.sandbox_id + ": connecting to port " +
+                                std::to_string(self->port_) + " timed out");
+      }
+      if (ec) {
+        // A guest's relay only for what its address refused.
+        const bool retry = attempt == 0 && (guest_ip == 0 || ec == asio::error::connection_refused);
+        if (retry) return self->Connect(1, ec);
+        return self->ConnectFailed(first_error ? first_error : ec);
+      }
+      if (relay) return self->RelayHandshake(stream, gen);
+      self->Connected(stream);
+    });
+  }
+
+  // "<port>\r\n" to the guest's loopback relay; "+\r\n" means connected.
+  void RelayHandshake(std::shared_ptr<beast::tcp_stream> stream, uint64_t gen) {
+    auto line = std::make_shared<std::string>(std::to_string(port_) + "\r\n");
+    auto reply = std::make_shared<std::string>();
+    asio::async_write(*stream, asio::buffer(*line),
+                      [self = shared_from_this(), stream, line, reply, gen](error_code ec, size_t) {
+                        if (self->finished_ || gen != self->route_gen_) return;
+                        if (ec) return self->ConnectFailed(asio::error::connection_refused);
+                        // Nothing follows the reply line before the request is sent, so
+                        // reading up to its end cannot take any of the response.
+                        asio::async_read_until(
+                            *stream, asio::dynamic_buffer(*reply, 256), "\n",
+                            [self, stream, reply, gen](error_code ec, size_t n) {
+                              if (self->finished_ || gen != self->route_gen_) return;
+                              if (ec == beast::error::timeout) {
+                                return self->Refuse(502, "UPSTREAM_UNREACHABLE",
+                                                    "sandbox " + self->upstream_.sandbox_id +
+                                                        ": connecting to port " +
+                                                        std::to_string(self->port_) + " timed out");
+                              }
+                              if (ec || n != reply->size() || reply->front() != '+') {
+                                return self->ConnectFailed(asio::error::connection_refused);
+                              }
+                              self->Connected(stream);
+                            });
+                      });
+  }
+
+  void Connected(const std::shared_ptr<beast::tcp_stream>& stream) {
+    error_code ignored;
+    stream->socket().set_option(tcp::no_delay(true), ignored);
+    stream->expires_never();
+    auto c = std::make_shared<Conn>(std::move(*stream));
+    c->buf.reserve(kBodyChunk);
+    c->key = route_;
+    up_ = std::move(c);
+    SendRequestHead();
   }
 
   void ConnectFailed(error_code ec) {
@@ -841,11 +884,15 @@ class Session : public std::enable_shared_from_this<Session> {
 void UseSandboxDialers(ProxyEnv& env) {
   env.port_of = [](const Upstream& u) -> Result<uint16_t> {
     if (u.target.port != 0) return u.target.port;
-    if (!u.handles) return FailMsg("no process handles");
+    // (A guest's {pid} was resolved to a port by the router.)
+    if (!u.handles || !u.handles->proc) return FailMsg("no process handles");
     return ListeningPort(u.handles->proc.get(), u.target.pid);
   };
   env.socket_for = [](const Upstream& u, int family) -> Result<UniqueFd> {
     if (!u.handles) return FailMsg("no network namespace");
+    // A guest: from the daemon's namespace over the sandbox's link, with the
+    // mark the firewall lets the guest answer (firewall.h).
+    if (u.handles->guest_ip != 0) return net::GuestDialSocket(family, SOCK_STREAM);
     return net::SocketInNetns(u.handles->netns.get(), family, SOCK_STREAM);
   };
 }

@@ -4,7 +4,8 @@
 // For each request: parse the head (Beast), route its Host (the daemon's
 // event loop answers: which sandbox, which exposed target), connect from
 // inside the sandbox's network namespace to 127.0.0.1 (then [::1]) at the
-// target port, send the head with X-Forwarded-For/-Proto/-Host, and relay
+// target port (a microVM guest: at its address, then through its agent's
+// loopback relay), send the head with X-Forwarded-For/-Proto/-Host, and relay
 // the request body (to the sandbox) and the response (back) at the same
 // time, streaming both: nothing is buffered whole, so Server-Sent Events
 // and long uploads flow as they are produced. Upstream connections are kept
@@ -32,6 +33,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "common/loopback_relay.h"
 #include "common/fd.h"
 #include "daemon/ingress/exposure.h"
 #include "daemon/net/http_relay.h"  // net::AnyStream
@@ -65,6 +67,9 @@ struct ProxyEnv {
   // An unconnected TCP socket of `family` (AF_INET, AF_INET6) whose
   // loopback is the sandbox's. Blocking, short.
   std::function<Result<UniqueFd>(const Upstream&, int family)> socket_for;
+  // A guest's loopback relay (common/loopback_relay.h), tried at the guest's
+  // address when the port itself is refused there.
+  uint16_t guest_relay_port = kLoopbackRelayPort;
 
   std::chrono::milliseconds connect_timeout{5000};    // → 502
   std::chrono::milliseconds response_timeout{60000};  // request sent, no response head yet → 504

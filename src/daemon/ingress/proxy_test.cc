@@ -125,7 +125,7 @@ struct Fixture : ::testing::Test {
       auto it = routes.find(r.suffix);
       if (it == routes.end())
         return done(std::unexpected(RouteError{404, "NOT_EXPOSED", "not exposed"}));
-      done(Upstream{kId, nullptr, ExposeTarget{it->second, 0}});
+      done(Upstream{kId, handles, ExposeTarget{it->second, 0}});
     };
     env->port_of = [](const Upstream& u) -> Result<uint16_t> { return u.target.port; };
     env->socket_for = [](const Upstream&, int family) -> Result<UniqueFd> {
@@ -135,6 +135,7 @@ struct Fixture : ::testing::Test {
     };
     env->response_timeout = 500ms;
     env->connect_timeout = 1s;
+    env->guest_relay_port = relay_port;
     ServerOptions so;
     so.tls = std::move(tls);
     auto s = IngressServer::Start(std::move(so), env);
@@ -157,6 +158,8 @@ struct Fixture : ::testing::Test {
 
   std::mutex mu;
   std::map<std::string, uint16_t> routes;
+  std::shared_ptr<const SandboxHandles> handles;  // set: a guest (microVM)
+  uint16_t relay_port = 0;
   std::unique_ptr<IngressServer> server;
   asio::io_context io;
 };
@@ -191,6 +194,70 @@ TEST_F(Fixture, KeepAliveRequestsWithForwardedHeaders) {
     EXPECT_NE(b.find("X-Forwarded-Host: " + Host("8000") + ":1234\n"), std::string::npos) << b;
   }
   EXPECT_EQ(svc.accepted(), 1) << "one upstream connection for the kept-alive client connection";
+}
+
+// A microVM guest: dialled at its address (127.0.0.1 stands in for it), and
+// when that port is refused, through the guest agent's loopback relay.
+TEST_F(Fixture, AGuestIsDialledAtItsAddressThenThroughItsLoopbackRelay) {
+  Service direct(Echo);
+  // Ports with nothing behind them on "the guest's address".
+  tcp::acceptor closed1(io, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+  tcp::acceptor closed2(io, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+  const uint16_t loopback_only = closed1.local_endpoint().port();
+  const uint16_t nothing = closed2.local_endpoint().port();
+  closed1.close();
+  closed2.close();
+  // The guest agent's relay: a server on "127.0.0.1:loopback_only inside".
+  std::mutex relay_mu;
+  std::vector<std::string> asked;
+  Service relay([&](tcp::socket& s) {
+    asio::streambuf line;
+    boost::system::error_code ec;
+    asio::read_until(s, line, "\n", ec);
+    std::string l{asio::buffers_begin(line.data()), asio::buffers_end(line.data())};
+    {
+      std::lock_guard lock(relay_mu);
+      asked.push_back(l);
+    }
+    if (l != std::to_string(loopback_only) + "\r\n") {
+      asio::write(s, asio::buffer("-refused\r\n", 10), ec);
+      return;
+    }
+    asio::write(s, asio::buffer("+\r\n", 3), ec);
+    Echo(s);
+  });
+  auto h = std::make_shared<SandboxHandles>();
+  h->guest_ip = 0x7f000001;
+  handles = h;
+  relay_port = relay.port();
+  Start();
+  Expose("8000", direct.port());
+  Expose("7001", loopback_only);
+  Expose("7002", nothing);
+
+  auto c = Connect();
+  beast::flat_buffer buf;
+  auto res = Get(c, buf, Host("8000"));
+  EXPECT_EQ(res.result_int(), 200u);
+  EXPECT_EQ(relay.accepted(), 0) << "a port the guest's address answers needs no relay";
+
+  auto c2 = Connect();
+  beast::flat_buffer buf2;
+  res = Get(c2, buf2, Host("7001"), "/via-relay");
+  ASSERT_EQ(res.result_int(), 200u) << res.body();
+  EXPECT_NE(res.body().find("GET /via-relay\n"), std::string::npos) << res.body();
+
+  auto c3 = Connect();
+  beast::flat_buffer buf3;
+  res = Get(c3, buf3, Host("7002"));
+  EXPECT_EQ(res.result_int(), 502u);
+  EXPECT_EQ(res["X-Sandboxd-Error"], "UPSTREAM_UNREACHABLE");
+  EXPECT_NE(res.body().find("nothing listens on port " + std::to_string(nothing)),
+            std::string::npos)
+      << res.body();
+  std::lock_guard lock(relay_mu);
+  EXPECT_EQ(asked, (std::vector<std::string>{std::to_string(loopback_only) + "\r\n",
+                                             std::to_string(nothing) + "\r\n"}));
 }
 
 TEST_F(Fixture, ClientForwardedHeadersAreNotTrusted) {

@@ -22,6 +22,11 @@ struct SandboxSpec {
   uint32_t cpus = 2;          // CPU quota in whole CPUs
   uint32_t pids_max = 1024;   // max tasks inside
   std::string hostname = "sandbox";
+  // The daemon will attach a network to InitPid()'s network namespace after
+  // Start (net::NetworkService::Attach). A backend whose guest has a network
+  // stack of its own gives the guest a NIC for it (Instance::GuestTap);
+  // without it the guest has loopback only.
+  bool network = false;
 };
 
 // One running sandbox. Thread-compatible: the daemon calls it from one thread
@@ -46,6 +51,18 @@ class Instance {
 
   // Host pid of the agent (PID 1 inside), for diagnostics and tests.
   virtual pid_t InitPid() const = 0;
+
+  // The tap device in InitPid()'s network namespace that is the guest's NIC,
+  // when the guest has a network stack of its own (microVM started with
+  // spec.network): the daemon joins it to the sandbox's link and tells the
+  // guest its address. Empty when the sandbox's processes use that namespace
+  // directly (namespaces backend), or there is no network.
+  virtual std::string GuestTap() const { return {}; }
+
+  // True when the sandbox's processes run on a kernel of their own (microVM):
+  // the host's view of InitPid() (its /proc, its sockets) says nothing about
+  // them, and only the agent knows their pids and ports.
+  virtual bool HasGuestKernel() const { return false; }
 };
 
 class Backend {

@@ -3,6 +3,7 @@
 #include <linux/netfilter_ipv4.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -134,19 +135,43 @@ class Connector : public std::enable_shared_from_this<Connector> {
 
 // One accepted connection up to the point where it is spliced or handed to
 // the HTTP relay.
+// Who an adopted connection is from, and where it was going (EgressProxy::Adopt).
+struct Adopted {
+  asio::ip::address sandbox_addr;
+  tcp::endpoint original_dst;
+  std::string sandbox_id;
+};
+
 class Conn : public std::enable_shared_from_this<Conn> {
  public:
-  Conn(std::shared_ptr<EgressProxy::Impl> proxy, tcp::socket s)
-      : proxy_(std::move(proxy)), down_(std::move(s)), timer_(proxy_->io) {}
+  Conn(std::shared_ptr<EgressProxy::Impl> proxy, tcp::socket s, std::optional<Adopted> adopted = {})
+      : proxy_(std::move(proxy)),
+        down_(std::move(s)),
+        timer_(proxy_->io),
+        adopted_(std::move(adopted)) {}
 
   void Start() {
     boost::system::error_code ec;
-    auto peer = down_.remote_endpoint(ec);
-    if (ec) return ResetSocket(down_);
-    auto found = proxy_->lookup(peer.address());
+    asio::ip::address peer;
+    if (adopted_) {
+      peer = adopted_->sandbox_addr;
+    } else {
+      auto ep = down_.remote_endpoint(ec);
+      if (ec) return ResetSocket(down_);
+      peer = ep.address();
+    }
+    auto found = proxy_->lookup(peer);
     if (!found) {
-      spdlog::warn("egress: connection from {} which is no sandbox; closed", peer.address().to_string());
+      spdlog::warn("egress: connection from {} which is no sandbox; closed", peer.to_string());
       return ResetSocket(down_);
+    }
+    if (adopted_) {
+      // Another sandbox may have this address by now (a fetch's later
+      // redirect hop), and a sandbox without outbound access is refused by
+      // the firewall before it reaches the proxy: the same here.
+      if (found->policy->sandbox_id() != adopted_->sandbox_id || !found->policy->AnyOutbound()) {
+        return ResetSocket(down_);
+      }
     }
     sb_ = std::move(*found);
     if (sb_.stats->open_connections.fetch_add(1) >= proxy_->opts.max_connections_per_sandbox) {
@@ -154,7 +179,9 @@ class Conn : public std::enable_shared_from_this<Conn> {
       return Deny("", 0, "too many open connections (" + std::to_string(proxy_->opts.max_connections_per_sandbox) + ")");
     }
     sb_.slot = std::shared_ptr<void>(nullptr, [stats = sb_.stats](void*) { stats->open_connections--; });
-    auto dst = proxy_->opts.original_dst ? proxy_->opts.original_dst(down_) : OriginalDst(down_);
+    auto dst = adopted_                    ? std::optional<tcp::endpoint>(adopted_->original_dst)
+               : proxy_->opts.original_dst ? proxy_->opts.original_dst(down_)
+                                           : OriginalDst(down_);
     if (!dst) return Deny("", 0, "no original destination");
     dst_ = *dst;
     // IP-literal entries decide by the dialled address alone: connect there
@@ -238,6 +265,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
   std::string host_;
   std::string buf_;
   bool timed_out_ = false;
+  std::optional<Adopted> adopted_;
 };
 
 }  // namespace
@@ -296,6 +324,26 @@ void EgressProxy::Stop() {
   asio::post(impl_->io, [impl = impl_] {
     boost::system::error_code ec;
     impl->acceptor.close(ec);
+  });
+}
+
+void EgressProxy::Adopt(UniqueFd down, const asio::ip::address& sandbox_addr,
+                        tcp::endpoint original_dst, std::string sandbox_id) {
+  asio::post(impl_->io, [impl = impl_, fd = std::make_shared<UniqueFd>(std::move(down)),
+                         sandbox_addr, original_dst, id = std::move(sandbox_id)]() mutable {
+    if (impl->stopped) return;
+    tcp::socket s(impl->io);
+    boost::system::error_code ec;
+    // Any connected stream socket will do: the connection's own addresses
+    // are never looked at (the Adopted record stands for them).
+    const int raw = fd->Release();
+    s.assign(original_dst.protocol(), raw, ec);
+    if (ec) {
+      ::close(raw);
+      return;
+    }
+    std::make_shared<Conn>(impl, std::move(s), Adopted{sandbox_addr, original_dst, std::move(id)})
+        ->Start();
   });
 }
 

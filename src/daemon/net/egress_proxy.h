@@ -17,6 +17,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "common/fd.h"
 #include "daemon/net/egress_policy.h"
 
 namespace sandboxd::net {
@@ -69,6 +70,16 @@ class EgressProxy {
 
   // Observes every decision (after it is logged). Tests and metrics.
   void SetObserver(std::function<void(const EgressEvent&)> fn);
+
+  // Serves `down` (a connected stream socket, e.g. one end of a socketpair)
+  // as a connection from the sandbox at `sandbox_addr` to `original_dst`:
+  // judged exactly as one the sandbox opened and the firewall redirected
+  // here. For the fetch RPC of a microVM sandbox, whose address belongs to
+  // the guest, so no daemon socket can have it. When `sandbox_id` is not the
+  // sandbox registered at that address (any more), `down` is just closed.
+  // Thread-safe: the work is posted to the proxy's thread.
+  void Adopt(UniqueFd down, const boost::asio::ip::address& sandbox_addr,
+             boost::asio::ip::tcp::endpoint original_dst, std::string sandbox_id);
 
   struct Impl;
 

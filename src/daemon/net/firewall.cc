@@ -1,6 +1,7 @@
 #include "daemon/net/firewall.h"
 
 #include <nftables/libnftables.h>
+#include <sys/socket.h>
 
 #include <cerrno>
 
@@ -35,6 +36,7 @@ std::string TableDefinition(const std::string& table, uint16_t proxy_port, uint1
                             const std::string& guard_prefix) {
   const std::string proxy = std::to_string(proxy_port);
   const std::string dns = std::to_string(dns_port);
+  const std::string mark = std::to_string(kGuestDialMark);
   const std::string guard = guard_prefix.empty() ? "" : Quoted(guard_prefix + "*");
   std::string s;
   s += "table inet " + table + " {\n";
@@ -72,6 +74,8 @@ std::string TableDefinition(const std::string& table, uint16_t proxy_port, uint1
   s += "    udp dport " + dns + " drop\n";
   s += "  }\n";
   s += "  chain sandbox_input {\n";
+  // Answers to the daemon's own connections into a guest (see the header).
+  s += "    ct direction reply ct mark " + mark + " accept\n";
   s += "    tcp dport " + proxy + " iifname @net_on accept\n";
   s += "    tcp dport " + proxy + " reject with tcp reset\n";
   // Only queries the sandbox sent to port 53 (UDP to X:dns_port itself
@@ -79,6 +83,11 @@ std::string TableDefinition(const std::string& table, uint16_t proxy_port, uint1
   s += "    udp dport " + dns + " ct original proto-dst 53 accept\n";
   s += "    meta l4proto udp reject with icmp port-unreachable\n";
   s += "    drop\n";
+  s += "  }\n";
+
+  s += "  chain filter_output {\n";
+  s += "    type filter hook output priority filter; policy accept;\n";
+  s += "    oifname @ifaces meta mark " + mark + " ct mark set " + mark + "\n";
   s += "  }\n";
 
   s += "  chain filter_forward {\n";
@@ -124,6 +133,16 @@ std::string IfaddrElement(std::string_view ifname, uint32_t ip) {
 }
 
 }  // namespace
+
+Result<UniqueFd> GuestDialSocket(int domain, int type) {
+  UniqueFd fd(::socket(domain, type | SOCK_CLOEXEC, 0));
+  if (!fd) return FailErrno("socket");
+  const uint32_t mark = kGuestDialMark;
+  if (::setsockopt(fd.get(), SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {
+    return FailErrno("setsockopt SO_MARK");
+  }
+  return fd;
+}
 
 Firewall::Firewall(nft_ctx* ctx, std::string table) : ctx_(ctx), table_(std::move(table)) {}
 

@@ -24,10 +24,19 @@
 //    link, TCP to proxy_port and UDP to dns_port are dropped: the proxy and
 //    resolver serve sandboxes only, even when bound to 0.0.0.0.
 //  - forward: nothing from or to a sandbox link is forwarded.
+//  - output: a connection the daemon opens over a sandbox link with a socket
+//    marked kGuestDialMark (SO_MARK) gets that mark on its conntrack entry;
+//    input then accepts from the sandbox exactly the reply direction of such
+//    connections (`ct direction reply ct mark`), before any other rule.
 //
-// The host never initiates connections to a sandbox over its link (the
-// daemon reaches services inside through sockets made with SocketInNetns), so
-// replies from a sandbox to such connections are dropped like anything else.
+// The host initiates connections to a sandbox over its link only for a guest
+// with its own network stack (a microVM: the ingress dials the guest's
+// address with a marked socket, SocketToGuest). A namespace sandbox's
+// services are reached through sockets made with SocketInNetns instead. So a
+// sandbox can answer the daemon's own connections and nothing else: replies
+// to connections of any other host process (which cannot set SO_MARK without
+// CAP_NET_ADMIN/CAP_NET_RAW) are dropped like everything else, and a packet a
+// sandbox sends on its own is never in the reply direction of a marked entry.
 #pragma once
 
 #include <cstdint>
@@ -37,10 +46,22 @@
 #include <string_view>
 
 #include "common/error.h"
+#include "common/fd.h"
 
 struct nft_ctx;
 
 namespace sandboxd::net {
+
+// SO_MARK of the daemon's sockets that dial a guest over its sandbox link.
+// Chosen clear of the mark bits common host software uses (kube-proxy
+// 0xc000, Calico and Tailscale the upper 16 bits, Cilium's 0x0f00 magic,
+// wg-quick 0xca6c); it only matters on packets to sandbox links.
+inline constexpr uint32_t kGuestDialMark = 0x105b;
+
+// An unconnected socket (SOCK_CLOEXEC added) of the daemon's own namespace
+// with kGuestDialMark: what the daemon dials a guest's address with.
+// Needs CAP_NET_ADMIN.
+Result<UniqueFd> GuestDialSocket(int domain, int type);
 
 // Thread-safe (calls are serialised on an internal lock).
 class Firewall {

@@ -10,6 +10,7 @@
 #include <linux/netfilter_ipv4.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <linux/if_ether.h>
 #include <netinet/ip_icmp.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -23,7 +24,9 @@
 
 #include "daemon/net/link.h"
 #include "daemon/net/netns.h"
+#include "daemon/net/sock_diag.h"
 #include "daemon/net/subnet.h"
+#include "daemon/net/test_frames.h"
 #include "daemon/net/test_netns.h"
 
 namespace sandboxd::net {
@@ -387,6 +390,120 @@ TEST_F(FirewallTest, SpoofedSourcesAreDropped) {
     send_dns_from(b.sandbox_ip);
     EXPECT_EQ(dns_got_from(kPromptMs), Ipv4ToString(b.sandbox_ip));
   }
+}
+
+TEST_F(FirewallTest, OnlyTheDaemonsMarkedConnectionsIntoASandboxAreAnswered) {
+  // How the ingress reaches a microVM guest: from the host, at the sandbox
+  // address (here a namespace's socket stands in for the guest's server).
+  Sandbox& a = AddSandbox(0, false);
+  Sandbox& b = AddSandbox(1, true);
+  UniqueFd server = SandboxSocket(a, SOCK_STREAM);
+  sockaddr_in any = Sin(INADDR_ANY, 8080);
+  ASSERT_EQ(::bind(server.get(), reinterpret_cast<sockaddr*>(&any), sizeof any), 0);
+  ASSERT_EQ(::listen(server.get(), 8), 0);
+
+  // Any other host process: the sandbox's answer is dropped like everything
+  // it sends on its own.
+  UniqueFd plain(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  EXPECT_EQ(ConnectWithin(plain.get(), a.sandbox_ip, 8080, kQuietMs), ETIMEDOUT);
+  plain.Reset();
+
+  // The daemon's marked socket: connected, bytes both ways.
+  auto dial = GuestDialSocket(AF_INET, SOCK_STREAM);
+  ASSERT_TRUE(dial) << dial.error().message;
+  ASSERT_EQ(ConnectWithin(dial->get(), a.sandbox_ip, 8080, kPromptMs), 0);
+  UniqueFd in = AcceptWithin(server.get(), kPromptMs);
+  ASSERT_TRUE(in);
+  ASSERT_EQ(::send(dial->get(), "req", 3, 0), 3);
+  char buf[8] = {};
+  ASSERT_TRUE(WaitFor(in.get(), POLLIN, kPromptMs));
+  ASSERT_EQ(::recv(in.get(), buf, sizeof buf, 0), 3);
+  ASSERT_EQ(::send(in.get(), "resp", 4, 0), 4);
+  ASSERT_TRUE(WaitFor(dial->get(), POLLIN, kPromptMs));
+  ASSERT_EQ(::recv(dial->get(), buf, sizeof buf, 0), 4);
+  EXPECT_EQ(std::string(buf, 4), "resp");
+
+  // That opens nothing for the sandbox: without outbound access its own
+  // connections are still refused, and to a neighbour they end at the proxy.
+  UniqueFd out = SandboxSocket(a, SOCK_STREAM);
+  EXPECT_EQ(ConnectWithin(out.get(), a.host_ip, 8080, kPromptMs), ECONNREFUSED);
+  ExpectAtProxy(b, a.sandbox_ip, 8080);
+  EXPECT_FALSE(AcceptWithin(server.get(), 0)) << "B reached A's server";
+
+  // When A goes, the daemon ends its side of the connection itself (a
+  // killed VM would never answer again); B's are not touched.
+  UniqueFd b_conn = SandboxSocket(b, SOCK_STREAM);
+  ASSERT_EQ(ConnectWithin(b_conn.get(), Ip("1.2.3.4"), 443, kPromptMs), 0);
+  UniqueFd at_proxy = AcceptWithin(proxy_.get(), kPromptMs);
+  ASSERT_TRUE(at_proxy);
+  auto aborted = AbortTcpConnectionsTo(a.sandbox_ip);
+  ASSERT_TRUE(aborted) << aborted.error().message;
+  EXPECT_EQ(*aborted, 1);
+  EXPECT_EQ(::recv(dial->get(), buf, sizeof buf, 0), -1);
+  EXPECT_EQ(errno, ECONNABORTED);
+  EXPECT_FALSE(WaitFor(at_proxy.get(), POLLIN, 0)) << "another sandbox's connection was touched";
+  ASSERT_EQ(::send(b_conn.get(), "x", 1, 0), 1);
+  EXPECT_TRUE(WaitFor(at_proxy.get(), POLLIN, kPromptMs));
+}
+
+// A guest behind a tap (microVM): what it forges at layer 2 or 3 meets the
+// same host rules as a namespace sandbox's packets.
+TEST_F(FirewallTest, AGuestBehindATapMeetsTheSameRules) {
+  Sandbox& b = AddSandbox(1, true);
+  auto ns = NewNetns();
+  ASSERT_TRUE(ns) << ns.error().message;
+  auto tap = testing::MakeTap(ns->get(), "tap0");
+  ASSERT_TRUE(tap) << tap.error().message;
+  auto g = std::make_unique<Sandbox>();
+  g->netns = std::move(*ns);
+  g->ifname = prefix_ + "g";
+  g->host_ip = subnet_ + 1;
+  g->sandbox_ip = subnet_ + 2;
+  ASSERT_TRUE(fw_->AddSandbox(g->ifname, g->sandbox_ip, true));
+  VethConfig cfg{.host_ifname = g->ifname,
+                 .sandbox_ifname = "uplink",
+                 .host_ip = g->host_ip,
+                 .sandbox_ip = g->sandbox_ip,
+                 .guest_tap = "tap0"};
+  ASSERT_TRUE(CreateVeth(g->netns.get(), cfg));
+  sandboxes_.push_back(std::move(g));
+  const Sandbox& guest = *sandboxes_.back();
+  WriteHostSysctl("ipv4/conf/" + guest.ifname + "/rp_filter",
+                  "0");  // test the firewall, not rp_filter
+
+  const auto write = [&](const testing::Frame& f) {
+    ASSERT_EQ(::write(tap->get(), f.data(), f.size()), static_cast<ssize_t>(f.size()));
+  };
+  write(testing::ArpRequest(guest.sandbox_ip, guest.host_ip));
+  testing::Frame reply = testing::ReadFrame(tap->get(), kPromptMs, testing::IsArpReply);
+  ASSERT_FALSE(reply.empty()) << "no ARP reply";
+  const testing::Mac host_mac = testing::ArpSender(reply);
+  const auto resolver_got = [&](int timeout_ms) -> std::string {
+    if (!WaitFor(dns_.get(), POLLIN, timeout_ms)) return "nothing";
+    char c;
+    sockaddr_in from{};
+    socklen_t len = sizeof from;
+    ::recvfrom(dns_.get(), &c, 1, 0, reinterpret_cast<sockaddr*>(&from), &len);
+    return Ipv4ToString(ntohl(from.sin_addr.s_addr));
+  };
+  const uint32_t dns_server = Ip("8.8.8.8");
+
+  // Its own address: a DNS query reaches the resolver (redirected, as for
+  // any sandbox); whatever source MAC it claims.
+  write(testing::UdpFrame(host_mac, guest.sandbox_ip, dns_server, 53, "q"));
+  EXPECT_EQ(resolver_got(kPromptMs), Ipv4ToString(guest.sandbox_ip));
+  write(testing::UdpFrame(host_mac, guest.sandbox_ip, dns_server, 53, "q",
+                          testing::Mac{0x02, 0xde, 0xad, 0xbe, 0xef, 0x01}));
+  EXPECT_EQ(resolver_got(kPromptMs), Ipv4ToString(guest.sandbox_ip));
+  // Another sandbox's address, the gateway's, a made-up one: dropped.
+  for (uint32_t spoofed : {b.sandbox_ip, guest.host_ip, Ip("192.0.2.7")}) {
+    write(testing::UdpFrame(host_mac, spoofed, dns_server, 53, "q"));
+    EXPECT_EQ(resolver_got(kQuietMs), "nothing") << "spoofed " << Ipv4ToString(spoofed);
+  }
+  // A frame not addressed to the host end's MAC is not the host's to route.
+  write(testing::UdpFrame(testing::Mac{0x02, 0x11, 0x22, 0x33, 0x44, 0x55}, guest.sandbox_ip,
+                          dns_server, 53, "q"));
+  EXPECT_EQ(resolver_got(kQuietMs), "nothing");
 }
 
 TEST_F(FirewallTest, IcmpIsDropped) {

@@ -2,13 +2,21 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/if_ether.h>
+#include <linux/pkt_sched.h>
 #include <linux/rtnetlink.h>
+#include <linux/tc_act/tc_mirred.h>
 #include <net/if.h>
 #include <netlink/errno.h>
 #include <netlink/netlink.h>
+#include <netlink/route/act/mirred.h>
+#include <netlink/route/action.h>
 #include <netlink/route/addr.h>
+#include <netlink/route/classifier.h>
+#include <netlink/route/cls/u32.h>
 #include <netlink/route/link.h>
 #include <netlink/route/link/veth.h>
+#include <netlink/route/qdisc.h>
 #include <netlink/route/route.h>
 #include <netlink/socket.h>
 #include <sys/socket.h>
@@ -46,12 +54,24 @@ struct RouteDeleter {
 struct CacheDeleter {
   void operator()(nl_cache* c) const { nl_cache_free(c); }
 };
+struct QdiscDeleter {
+  void operator()(rtnl_qdisc* q) const { rtnl_qdisc_put(q); }
+};
+struct ClsDeleter {
+  void operator()(rtnl_cls* c) const { rtnl_cls_put(c); }
+};
+struct ActDeleter {
+  void operator()(rtnl_act* a) const { rtnl_act_put(a); }
+};
 using NlSock = std::unique_ptr<nl_sock, NlSockDeleter>;
 using Link = std::unique_ptr<rtnl_link, LinkDeleter>;
 using Addr = std::unique_ptr<rtnl_addr, AddrDeleter>;
 using NlAddr = std::unique_ptr<nl_addr, NlAddrDeleter>;
 using Route = std::unique_ptr<rtnl_route, RouteDeleter>;
 using Cache = std::unique_ptr<nl_cache, CacheDeleter>;
+using Qdisc = std::unique_ptr<rtnl_qdisc, QdiscDeleter>;
+using Cls = std::unique_ptr<rtnl_cls, ClsDeleter>;
+using Act = std::unique_ptr<rtnl_act, ActDeleter>;
 
 // libnl reports its own error numbers (already mapped from errno, lossy);
 // map the ones callers may care about back.
@@ -187,6 +207,76 @@ Status WaitOperUp(nl_sock* sk, const std::string& ifname) {
   }
 }
 
+// An ingress qdisc (handle ffff:) on `ifindex`, where ingress filters hang.
+Status AddIngressQdisc(nl_sock* sk, int ifindex, const std::string& ifname) {
+  Qdisc q(rtnl_qdisc_alloc());
+  if (!q) return FailMsg("rtnl_qdisc_alloc failed");
+  rtnl_tc_set_ifindex(TC_CAST(q.get()), ifindex);
+  rtnl_tc_set_parent(TC_CAST(q.get()), TC_H_INGRESS);
+  rtnl_tc_set_handle(TC_CAST(q.get()), TC_HANDLE(0xffff, 0));
+  if (int err = rtnl_tc_set_kind(TC_CAST(q.get()), "ingress"); err < 0) {
+    return std::unexpected(NlError("ingress qdisc kind", err));
+  }
+  if (int err = rtnl_qdisc_add(sk, q.get(), NLM_F_CREATE | NLM_F_EXCL); err < 0) {
+    return std::unexpected(NlError("adding an ingress qdisc to " + ifname, err));
+  }
+  return {};
+}
+
+// An ingress filter on `from` that steals every frame of `protocol` (an
+// ETH_P_* value; ETH_P_ALL for any) and hands it to `to`'s transmit path
+// unchanged: u32 matching everything + mirred egress redirect. (u32, not
+// matchall: some kernels are built without cls_matchall.)
+Status AddRedirect(nl_sock* sk, int from, int to, uint16_t protocol, uint16_t prio,
+                   const std::string& what) {
+  Cls cls(rtnl_cls_alloc());
+  Act act(rtnl_act_alloc());
+  if (!cls || !act) return FailMsg("rtnl_cls_alloc/rtnl_act_alloc failed");
+  if (int err = rtnl_tc_set_kind(TC_CAST(act.get()), "mirred"); err < 0) {
+    return std::unexpected(NlError("mirred kind", err));
+  }
+  rtnl_mirred_set_action(act.get(), TCA_EGRESS_REDIR);
+  rtnl_mirred_set_policy(act.get(), TC_ACT_STOLEN);
+  rtnl_mirred_set_ifindex(act.get(), static_cast<uint32_t>(to));
+  rtnl_tc_set_ifindex(TC_CAST(cls.get()), from);
+  rtnl_tc_set_parent(TC_CAST(cls.get()), TC_HANDLE(0xffff, 0));
+  if (int err = rtnl_tc_set_kind(TC_CAST(cls.get()), "u32"); err < 0) {
+    return std::unexpected(NlError("u32 kind", err));
+  }
+  rtnl_cls_set_prio(cls.get(), prio);
+  rtnl_cls_set_protocol(cls.get(), protocol);
+  int err = rtnl_u32_add_key_uint32(cls.get(), 0, 0, 0, 0);  // value 0 under mask 0: every frame
+  if (err >= 0) err = rtnl_u32_set_cls_terminal(cls.get());
+  if (err >= 0) err = rtnl_u32_add_action(cls.get(), act.get());  // takes its own reference
+  if (err < 0) return std::unexpected(NlError("building the " + what + " filter", err));
+  if (err = rtnl_cls_add(sk, cls.get(), NLM_F_CREATE | NLM_F_EXCL); err < 0) {
+    return std::unexpected(NlError("adding the " + what + " filter", err));
+  }
+  return {};
+}
+
+// The namespace side for a guest behind `cfg.guest_tap`: the veth end and the
+// tap joined by redirects both ways, no address anywhere. Filters before the
+// links go up, so no frame ever passes unfiltered into the namespace's stack.
+Status JoinGuestTap(const VethConfig& cfg, nl_sock* inner) {
+  auto veth_end = GetLink(inner, cfg.sandbox_ifname);
+  if (!veth_end) return std::unexpected(veth_end.error());
+  auto tap = GetLink(inner, cfg.guest_tap);
+  if (!tap) return std::unexpected(tap.error());
+  const int veth_index = rtnl_link_get_ifindex(veth_end->get());
+  const int tap_index = rtnl_link_get_ifindex(tap->get());
+  SBX_TRY(AddIngressQdisc(inner, veth_index, cfg.sandbox_ifname));
+  SBX_TRY(AddIngressQdisc(inner, tap_index, cfg.guest_tap));
+  SBX_TRY(AddRedirect(inner, veth_index, tap_index, ETH_P_ALL, 1, "host-to-guest"));
+  // Only what the host side speaks: the sandbox network is IPv4 (the host
+  // drops IPv6 anyway) and needs ARP. Other ethertypes a guest's root can
+  // craft (VLAN tags, LLDP, ...) never reach the host.
+  SBX_TRY(AddRedirect(inner, tap_index, veth_index, ETH_P_IP, 1, "guest-to-host IPv4"));
+  SBX_TRY(AddRedirect(inner, tap_index, veth_index, ETH_P_ARP, 2, "guest-to-host ARP"));
+  SBX_TRY(SetUp(inner, tap->get()));
+  return SetUp(inner, veth_end->get());
+}
+
 // Creates the pair through `inner` (a socket in the sandbox's namespace): the
 // sandbox end is made there, the host end in `host_netns`. Sets `created` as
 // soon as the pair exists.
@@ -205,17 +295,21 @@ Status ConfigureLinks(const VethConfig& cfg, nl_sock* inner, int host_netns, boo
   }
   created = true;
 
-  // Sandbox end: up before the host end, so its route can be added (the
-  // kernel wants the device up; the missing carrier is fine).
-  auto lo = GetLink(inner, "lo");
-  if (!lo) return std::unexpected(lo.error());
-  SBX_TRY(SetUp(inner, lo->get()));
-  auto sandbox_end = GetLink(inner, cfg.sandbox_ifname);
-  if (!sandbox_end) return std::unexpected(sandbox_end.error());
-  const int index = rtnl_link_get_ifindex(sandbox_end->get());
-  SBX_TRY(AddAddress(inner, index, cfg.sandbox_ip, cfg.prefix, cfg.sandbox_ifname));
-  SBX_TRY(SetUp(inner, sandbox_end->get()));
-  SBX_TRY(AddDefaultRoute(inner, index, cfg.host_ip));
+  if (!cfg.guest_tap.empty()) {
+    SBX_TRY(JoinGuestTap(cfg, inner));
+  } else {
+    // Sandbox end: up before the host end, so its route can be added (the
+    // kernel wants the device up; the missing carrier is fine).
+    auto lo = GetLink(inner, "lo");
+    if (!lo) return std::unexpected(lo.error());
+    SBX_TRY(SetUp(inner, lo->get()));
+    auto sandbox_end = GetLink(inner, cfg.sandbox_ifname);
+    if (!sandbox_end) return std::unexpected(sandbox_end.error());
+    const int index = rtnl_link_get_ifindex(sandbox_end->get());
+    SBX_TRY(AddAddress(inner, index, cfg.sandbox_ip, cfg.prefix, cfg.sandbox_ifname));
+    SBX_TRY(SetUp(inner, sandbox_end->get()));
+    SBX_TRY(AddDefaultRoute(inner, index, cfg.host_ip));
+  }
 
   // Host end (this thread is in the host's namespace). Sysctls before the
   // link goes up: no IPv6 address is ever configured on it.
@@ -231,6 +325,8 @@ Status ConfigureLinks(const VethConfig& cfg, nl_sock* inner, int host_netns, boo
   SBX_TRY(SetUp(host_sk->get(), host_end->get()));
   // The host end was activated synchronously (its carrier was on when it
   // went up); the sandbox end gets its carrier now and is activated later.
+  // (A tap has carrier from the moment its owner attached to it, so going up
+  // activated it at once: nothing to wait for on that side.)
   return WaitOperUp(inner, cfg.sandbox_ifname);
 }
 
@@ -247,9 +343,11 @@ bool ValidIfname(std::string_view name) {
 }
 
 Status CreateVeth(int netns_fd, const VethConfig& cfg) {
-  if (!ValidIfname(cfg.host_ifname) || !ValidIfname(cfg.sandbox_ifname)) {
-    return FailMsg("creating veth: bad interface name \"" + cfg.host_ifname + "\" or \"" +
-                   cfg.sandbox_ifname + "\"");
+  if (!ValidIfname(cfg.host_ifname) || !ValidIfname(cfg.sandbox_ifname) ||
+      (!cfg.guest_tap.empty() &&
+       (!ValidIfname(cfg.guest_tap) || cfg.guest_tap == cfg.sandbox_ifname))) {
+    return FailMsg("creating veth: bad interface name \"" + cfg.host_ifname + "\", \"" +
+                   cfg.sandbox_ifname + "\" or \"" + cfg.guest_tap + "\"");
   }
   if (cfg.prefix < 1 || cfg.prefix > 30) return FailMsg("creating veth: bad prefix length");
   auto host_netns = OpenCurrentNetns();
@@ -298,11 +396,10 @@ Status DeleteLink(std::string_view ifname) {
   return {};
 }
 
-Result<std::vector<std::string>> ListLinks(std::string_view prefix) {
-  auto sk = Connect();
-  if (!sk) return std::unexpected(sk.error());
+namespace {
+Result<std::vector<std::string>> LinkNames(nl_sock* sk, std::string_view prefix) {
   nl_cache* raw = nullptr;
-  if (int err = rtnl_link_alloc_cache(sk->get(), AF_UNSPEC, &raw); err < 0) {
+  if (int err = rtnl_link_alloc_cache(sk, AF_UNSPEC, &raw); err < 0) {
     return std::unexpected(NlError("listing links", err));
   }
   Cache cache(raw);
@@ -312,6 +409,24 @@ Result<std::vector<std::string>> ListLinks(std::string_view prefix) {
     if (name && std::string_view(name).starts_with(prefix)) names.emplace_back(name);
   }
   return names;
+}
+}  // namespace
+
+Result<std::vector<std::string>> ListLinks(std::string_view prefix) {
+  auto sk = Connect();
+  if (!sk) return std::unexpected(sk.error());
+  return LinkNames(sk->get(), prefix);
+}
+
+Result<std::vector<std::string>> ListLinksIn(int netns_fd) {
+  NlSock inner;
+  SBX_TRY(RunInNetns(netns_fd, [&]() -> Status {
+    auto sk = Connect();
+    if (!sk) return std::unexpected(sk.error());
+    inner = std::move(*sk);
+    return {};
+  }));
+  return LinkNames(inner.get(), "");
 }
 
 }  // namespace sandboxd::net

@@ -1,26 +1,45 @@
 #include "daemon/net/link.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/if_packet.h>
+#include <linux/if_tun.h>
+#include <net/ethernet.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
+#include <chrono>
 #include <cstring>
+#include <functional>
+#include <vector>
 #include <fstream>
 #include <sstream>
 #include <string>
 
 #include "daemon/net/netns.h"
 #include "daemon/net/subnet.h"
+#include "daemon/net/test_frames.h"
 #include "daemon/net/test_netns.h"
 
 namespace sandboxd::net {
 namespace {
 
+using testing::ArpRequest;
+using testing::EtherType;
+using testing::EthHeader;
+using testing::Frame;
+using testing::kBroadcast;
+using testing::MakeTap;
 using testing::NewNetns;
+using testing::ReadFrame;
+using testing::UdpFrame;
 using testing::UniqueName;
 
 struct IfState {
@@ -195,6 +214,96 @@ TEST_F(VethTest, RejectsBadNames) {
     EXPECT_FALSE(CreateVeth(netns_.get(), cfg)) << bad;
   }
   EXPECT_FALSE(DeleteLink("a/b"));
+}
+
+// ---- a guest behind a tap (the microVM backend's shape) ----
+
+TEST_F(VethTest, GuestTapIsJoinedToTheLinkAndNothingElse) {
+  auto tap = MakeTap(netns_.get(), "tap0");
+  ASSERT_TRUE(tap) << tap.error().message;
+  cfg_.sandbox_ifname = "uplink";
+  cfg_.guest_tap = "tap0";
+  auto st = CreateVeth(netns_.get(), cfg_);
+  ASSERT_TRUE(st) << st.error().message;
+
+  // The namespace: the tap and the veth end, both up, no address, no route,
+  // no IPv6: its own stack has nothing to answer or route with.
+  for (const char* name : {"uplink", "tap0"}) {
+    const IfState i = QueryIfIn(netns_.get(), name);
+    EXPECT_TRUE(i.exists && i.up) << name;
+    EXPECT_EQ(i.addr, 0u) << name;
+  }
+  EXPECT_EQ(DefaultRouteIn(netns_.get()).first, "");
+  if (::access("/proc/sys/net/ipv6", F_OK) == 0) {
+    EXPECT_EQ(ReadSysctlIn(netns_.get(), "ipv6/conf/tap0/disable_ipv6"), "1");
+  }
+  auto inside = ListLinksIn(netns_.get());
+  ASSERT_TRUE(inside) << inside.error().message;
+  std::sort(inside->begin(), inside->end());
+  EXPECT_EQ(*inside, (std::vector<std::string>{"lo", "tap0", "uplink"}));
+  EXPECT_EQ(Ipv4ToString(QueryHostIf(cfg_.host_ifname).addr), Ipv4ToString(cfg_.host_ip));
+
+  // What leaves the host end, seen from the host.
+  UniqueFd sniff(::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, htons(ETH_P_ALL)));
+  ASSERT_TRUE(sniff) << strerror(errno);
+  sockaddr_ll sll{};
+  sll.sll_family = AF_PACKET;
+  sll.sll_protocol = htons(ETH_P_ALL);
+  sll.sll_ifindex = static_cast<int>(::if_nametoindex(cfg_.host_ifname.c_str()));
+  ASSERT_EQ(::bind(sniff.get(), reinterpret_cast<sockaddr*>(&sll), sizeof sll), 0);
+
+  // ARP through the tap reaches the host, and its answer comes back to the
+  // guest: both redirects work, frames unchanged.
+  Frame req = ArpRequest(cfg_.sandbox_ip, cfg_.host_ip);
+  ASSERT_EQ(::write(tap->get(), req.data(), req.size()), static_cast<ssize_t>(req.size()));
+  Frame seen = ReadFrame(sniff.get(), 2000, [&](const Frame& f) { return f == req; });
+  EXPECT_FALSE(seen.empty()) << "the guest's ARP request did not reach the host end unchanged";
+  Frame reply = ReadFrame(tap->get(), 2000, testing::IsArpReply);
+  ASSERT_FALSE(reply.empty()) << "no ARP reply reached the guest";
+  const testing::Mac host_mac = testing::ArpSender(reply);
+
+  // IPv4 from the guest's address reaches a socket on the host end's address.
+  UniqueFd udp(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  sockaddr_in local{.sin_family = AF_INET, .sin_port = 0};
+  local.sin_addr.s_addr = htonl(cfg_.host_ip);
+  ASSERT_EQ(::bind(udp.get(), reinterpret_cast<sockaddr*>(&local), sizeof local), 0);
+  socklen_t len = sizeof local;
+  ASSERT_EQ(::getsockname(udp.get(), reinterpret_cast<sockaddr*>(&local), &len), 0);
+  Frame dgram = UdpFrame(host_mac, cfg_.sandbox_ip, cfg_.host_ip, ntohs(local.sin_port), "hello");
+  ASSERT_EQ(::write(tap->get(), dgram.data(), dgram.size()), static_cast<ssize_t>(dgram.size()));
+  pollfd p{udp.get(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 2000), 1) << "the guest's datagram did not arrive";
+  char buf[16];
+  sockaddr_in from{};
+  len = sizeof from;
+  ssize_t n = ::recvfrom(udp.get(), buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &len);
+  EXPECT_EQ(std::string(buf, n > 0 ? static_cast<size_t>(n) : 0), "hello");
+  EXPECT_EQ(Ipv4ToString(ntohl(from.sin_addr.s_addr)), Ipv4ToString(cfg_.sandbox_ip));
+
+  // Other protocols a guest's root can craft stay in the namespace.
+  for (uint16_t type : {uint16_t{0x86dd}, uint16_t{0x88b5}, uint16_t{0x8100}}) {
+    Frame odd = EthHeader(kBroadcast, type);
+    odd.resize(60, 0x5b);
+    ASSERT_EQ(::write(tap->get(), odd.data(), odd.size()), static_cast<ssize_t>(odd.size()));
+    Frame leaked =
+        ReadFrame(sniff.get(), 300, [&](const Frame& f) { return EtherType(f) == type; });
+    EXPECT_TRUE(leaked.empty()) << "ethertype 0x" << std::hex << type << " reached the host";
+  }
+
+  // The tap is the guest's: the pair goes, the tap stays with its owner.
+  ASSERT_TRUE(DeleteLink(cfg_.host_ifname));
+  EXPECT_FALSE(QueryIfIn(netns_.get(), "uplink").exists);
+  EXPECT_TRUE(QueryIfIn(netns_.get(), "tap0").exists);
+}
+
+TEST_F(VethTest, GuestTapThatDoesNotExistLeavesNothing) {
+  cfg_.sandbox_ifname = "uplink";
+  cfg_.guest_tap = "tap0";
+  auto st = CreateVeth(netns_.get(), cfg_);
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.error().message.find("tap0"), std::string::npos) << st.error().message;
+  EXPECT_EQ(::if_nametoindex(cfg_.host_ifname.c_str()), 0u);
+  EXPECT_FALSE(QueryIfIn(netns_.get(), "uplink").exists);
 }
 
 TEST(Netns, SocketInNetnsStaysInItsNamespace) {

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <ifaddrs.h>
+#include <sys/socket.h>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -17,6 +18,7 @@
 #include "daemon/net/link.h"
 #include "daemon/net/name_resolver.h"
 #include "daemon/net/sandbox_ca.h"
+#include "daemon/net/sock_diag.h"
 #include "daemon/net/subnet.h"
 #include "daemon/net/tls_contexts.h"
 
@@ -161,8 +163,8 @@ void NetworkService::SetObserver(std::function<void(const EgressEvent&)> fn) {
   impl_->proxy->SetObserver(std::move(fn));
 }
 
-Result<std::unique_ptr<NetworkAttachment>> NetworkService::Attach(int netns_fd,
-                                                                  std::shared_ptr<const EgressPolicy> policy) {
+Result<std::unique_ptr<NetworkAttachment>> NetworkService::Attach(
+    int netns_fd, std::shared_ptr<const EgressPolicy> policy, const std::string& guest_tap) {
   auto block = impl_->pool->Allocate();
   if (!block) return FailMsg("the sandbox address range " + opts_.range + " is exhausted");
   std::unique_ptr<NetworkAttachment> a(new NetworkAttachment());
@@ -175,6 +177,7 @@ Result<std::unique_ptr<NetworkAttachment>> NetworkService::Attach(int netns_fd,
   a->ifname_ = name;
   a->stats_ = std::make_shared<EgressStats>();
   a->policy_ = policy;
+  a->guest_tap_ = guest_tap;
   a->netns_ = UniqueFd(::fcntl(netns_fd, F_DUPFD_CLOEXEC, 0));
   if (!a->netns_) {
     impl_->pool->Release(*block);
@@ -190,6 +193,10 @@ Result<std::unique_ptr<NetworkAttachment>> NetworkService::Attach(int netns_fd,
   vc.host_ifname = a->ifname_;
   vc.host_ip = a->gateway_ip_;
   vc.sandbox_ip = a->sandbox_ip_;
+  if (!guest_tap.empty()) {
+    vc.sandbox_ifname = "uplink";  // beside the tap in QEMU's namespace; the guest's NIC is eth0
+    vc.guest_tap = guest_tap;
+  }
   if (auto st = CreateVeth(netns_fd, vc); !st) {
     (void)impl_->firewall->RemoveSandbox(a->ifname_, a->sandbox_ip_);
     impl_->pool->Release(*block);
@@ -203,6 +210,23 @@ Result<std::unique_ptr<NetworkAttachment>> NetworkService::Attach(int netns_fd,
   return a;
 }
 
+Result<UniqueFd> NetworkService::ConnectAsSandbox(uint32_t sandbox_ip,
+                                                  const std::string& sandbox_id,
+                                                  const asio::ip::tcp::endpoint& dst) {
+  const auto addr = asio::ip::address(asio::ip::address_v4(sandbox_ip));
+  auto e = impl_->Lookup(addr);
+  if (!e || e->policy->sandbox_id() != sandbox_id)
+    return Fail(Error{ENETUNREACH, "the sandbox's network is gone"});
+  if (!e->policy->AnyOutbound())
+    return Fail(Error{ECONNREFUSED, "connection refused (no outbound access)"});
+  int sp[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sp) != 0)
+    return FailErrno("socketpair");
+  UniqueFd mine(sp[0]);
+  impl_->proxy->Adopt(UniqueFd(sp[1]), addr, dst, sandbox_id);
+  return mine;
+}
+
 void NetworkService::Detach(NetworkAttachment& a) {
   {
     std::lock_guard lk(impl_->reg_mu);
@@ -210,6 +234,13 @@ void NetworkService::Detach(NetworkAttachment& a) {
   }
   // The link first: the rules outlive it, never the other way round.
   if (auto st = DeleteLink(a.ifname_); !st) spdlog::warn("network: deleting {}: {}", a.ifname_, st.error().message);
+  // Then whatever the daemon still holds open with the sandbox (a killed VM
+  // never closes its end; sock_diag.h).
+  if (auto n = AbortTcpConnectionsTo(a.sandbox_ip_); !n) {
+    spdlog::warn("network: aborting the connections of {}: {}", a.ifname_, n.error().message);
+  } else if (*n > 0) {
+    spdlog::debug("network: aborted {} connection(s) of {}", *n, a.ifname_);
+  }
   if (auto st = impl_->firewall->RemoveSandbox(a.ifname_, a.sandbox_ip_); !st) {
     spdlog::warn("network: firewall elements of {}: {}", a.ifname_, st.error().message);
   }

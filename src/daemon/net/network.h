@@ -47,7 +47,14 @@ class NetworkAttachment {
   Status SetAllowNet(const std::vector<std::string>& allow_net);
   const std::shared_ptr<EgressStats>& stats() const { return stats_; }
   std::string sandbox_ip() const;
+  uint32_t sandbox_ip_u32() const { return sandbox_ip_; }  // host byte order
+  int prefix() const { return 30; }
   std::string host_ifname() const { return ifname_; }
+  // The guest's tap this link is joined to ("" for a namespace sandbox): the
+  // guest owns sandbox_ip() and must be told it (gateway_ip(), prefix()).
+  const std::string& guest_tap() const { return guest_tap_; }
+  // The service it belongs to (which outlives every attachment).
+  NetworkService& service() const { return *service_; }
 
   int netns_fd() const { return netns_.get(); }
   uint32_t gateway_ip() const { return gateway_ip_; }
@@ -62,6 +69,7 @@ class NetworkAttachment {
   uint32_t block_ = 0;
   uint32_t sandbox_ip_ = 0;
   uint32_t gateway_ip_ = 0;
+  std::string guest_tap_;
   UniqueFd netns_;
   std::shared_ptr<EgressStats> stats_;
   std::shared_ptr<boost::asio::ssl::context> fetch_tls_;
@@ -77,8 +85,13 @@ class NetworkService {
   ~NetworkService();  // stops the thread and removes the table
 
   // Attaches a sandbox whose network namespace is `netns_fd` (borrowed; the
-  // attachment keeps its own reference). Blocking, a few ms; any thread.
-  Result<std::unique_ptr<NetworkAttachment>> Attach(int netns_fd, std::shared_ptr<const EgressPolicy> policy);
+  // attachment keeps its own reference). With `guest_tap` (a tap device in
+  // that namespace, a microVM's NIC) the link is joined to the tap instead
+  // of being configured for processes in the namespace (link.h): the guest
+  // behind it owns the sandbox address. Blocking, a few ms; any thread.
+  Result<std::unique_ptr<NetworkAttachment>> Attach(int netns_fd,
+                                                    std::shared_ptr<const EgressPolicy> policy,
+                                                    const std::string& guest_tap = {});
 
   // The sandbox-side trust store for a sandbox with a CA: the system bundle
   // followed by the CA (what SSL_CERT_FILE points at).
@@ -86,6 +99,15 @@ class NetworkService {
   uint16_t proxy_port() const;
   uint16_t dns_port() const;
   const NetworkOptions& options() const { return opts_; }
+  // A connection "from" the sandbox at `sandbox_ip` (host byte order) to
+  // `dst`, for a sandbox whose address belongs to its guest (microVM): one
+  // end of a socketpair, the other adopted by the egress proxy
+  // (EgressProxy::Adopt), so it meets exactly the sandbox's rules. The fetch
+  // RPC's connections; a sandbox's own go through its link. ECONNREFUSED
+  // for a sandbox without outbound access, as its firewall would answer.
+  Result<UniqueFd> ConnectAsSandbox(uint32_t sandbox_ip, const std::string& sandbox_id,
+                                    const boost::asio::ip::tcp::endpoint& dst);
+
   // Test/metrics hook: every egress decision.
   void SetObserver(std::function<void(const EgressEvent&)> fn);
   boost::asio::io_context& io();

@@ -47,8 +47,13 @@ bool IsConnectionHeader(std::string_view name) {
 class Fetch : public FetchCall, public std::enable_shared_from_this<Fetch> {
  public:
   Fetch(asio::any_io_executor io, const FetchTarget& t, FetchRequest req, FetchSink sink)
-      : io_(io), gateway_(t.gateway_ip), tls_ctx_(t.tls), req_(std::move(req)), sink_(std::move(sink)) {
-    netns_ = UniqueFd(::fcntl(t.netns_fd, F_DUPFD_CLOEXEC, 0));
+      : io_(io),
+        gateway_(t.gateway_ip),
+        tls_ctx_(t.tls),
+        connect_(t.connect),
+        req_(std::move(req)),
+        sink_(std::move(sink)) {
+    if (!connect_) netns_ = UniqueFd(::fcntl(t.netns_fd, F_DUPFD_CLOEXEC, 0));
     url_ = req_.url;
   }
 
@@ -65,7 +70,7 @@ class Fetch : public FetchCall, public std::enable_shared_from_this<Fetch> {
     auto u = ParseHttpUrl(url_);
     if (!u) return FailHead(u.error().message);
     url_parts_ = *u;
-    if (!netns_) return FailHead("the sandbox's network is gone");
+    if (!netns_ && !connect_) return FailHead("the sandbox's network is gone");
     boost::system::error_code ec;
     auto addr = asio::ip::make_address(u->host, ec);
     tcp::endpoint ep;
@@ -73,6 +78,27 @@ class Fetch : public FetchCall, public std::enable_shared_from_this<Fetch> {
     // A name: dial any address; the firewall sends the connection to the
     // proxy, which decides by the TLS server name or the Host header.
     ep = tcp::endpoint(ec ? asio::ip::address(asio::ip::address_v4(gateway_)) : addr, u->port);
+    if (connect_) {
+      // Already connected (to the proxy, as the sandbox): go on at once.
+      auto conn = connect_(ep);
+      if (!conn) return FailHead(conn.error().message);
+      tcp::socket sock(io_);
+      const int raw = conn->Release();
+      sock.assign(tcp::v4(), raw, ec);
+      if (ec) {
+        ::close(raw);
+        return FailHead("socket: " + ec.message());
+      }
+      plain_.emplace(std::move(sock));
+      plain_->expires_after(kTimeout);
+      auto self = shared_from_this();
+      return asio::post(io_, [self] {
+        if (self->finished_) return;
+        if (self->cancelled_) return self->FailHead("the request was aborted");
+        if (!self->url_parts_.tls) return self->SendRequest(*self->plain_);
+        self->Handshake();
+      });
+    }
     auto fd = SocketInNetns(netns_.get(), AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (!fd) return FailHead("cannot open a socket in the sandbox's network: " + fd.error().message);
     tcp::socket sock(io_);
@@ -250,6 +276,7 @@ class Fetch : public FetchCall, public std::enable_shared_from_this<Fetch> {
   UniqueFd netns_;
   uint32_t gateway_;
   std::shared_ptr<asio::ssl::context> tls_ctx_;
+  std::function<Result<UniqueFd>(const tcp::endpoint&)> connect_;
   FetchRequest req_;
   FetchSink sink_;
   std::string url_;

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <functional>
 #include <memory>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/fd.h"
 
 namespace sandboxd::net {
 
@@ -51,6 +53,10 @@ struct FetchTarget {
   int netns_fd = -1;                 // the sandbox's network namespace (borrowed for the call)
   uint32_t gateway_ip = 0;           // any address: the firewall sends every connection to the proxy
   std::shared_ptr<boost::asio::ssl::context> tls;  // system roots + test CAs + the sandbox CA
+  // Set for a sandbox whose address belongs to a guest (microVM): each hop's
+  // connection, already connected (NetworkService::ConnectAsSandbox),
+  // instead of a socket in netns_fd. Called on the fetch's executor.
+  std::function<Result<UniqueFd>(const boost::asio::ip::tcp::endpoint&)> connect;
 };
 
 class FetchCall {

@@ -5,9 +5,11 @@
 //           ro), qemu.log, /dev/null; create the cgroup; the link socketpair
 //   parent: clone3(NEWNET | PIDFD [| INTO_CGROUP])              -> child blocks
 //   parent: (cgroup v1) move the child into the cgroup; send kGo
-//   child:  new session; the fds to 0..8; every other fd CLOEXEC; drop to
-//           the sandbox's QEMU uid/gid (no groups but /dev/kvm's under KVM,
-//           so no capabilities); no_new_privs; exec QEMU
+//   child:  new session; the fds to 0..10; with a network, the guest's tap
+//           (opened here, so it is made in the child's new netns) as fd 10;
+//           every other fd CLOEXEC; drop to the sandbox's QEMU uid/gid (no
+//           groups but /dev/kvm's under KVM, so no capabilities);
+//           no_new_privs; exec QEMU
 //   parent: EOF on the sync socket = exec happened (or an error message)
 //   parent: the boot handshake (common/vm_boot.h): reads the guest's
 //           awaiting-config (a restored VM sent it before its snapshot was
@@ -36,13 +38,16 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/close_range.h>
+#include <linux/if_tun.h>
 #include <linux/sched.h>
+#include <net/if.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -86,6 +91,7 @@ enum ChildStep : int32_t {
   kStepSync = 1,
   kStepSession,
   kStepFds,
+  kStepTap,
   kStepIds,
   kStepNoNewPrivs,
   kStepExec,
@@ -99,6 +105,8 @@ const char* StepName(int32_t step) {
       return "setsid";
     case kStepFds:
       return "arrange fds";
+    case kStepTap:
+      return "create the tap (/dev/net/tun)";
     case kStepIds:
       return "drop to the QEMU uid";
     case kStepNoNewPrivs:
@@ -123,6 +131,8 @@ struct ChildPlan {
   uint32_t uid = 0;
   uint32_t gid = 0;
   int extra_gid = -1;  // /dev/kvm's group under KVM
+  bool make_tap = false;
+  ifreq tap{};  // TUNSETIFF request for the guest's tap
   const char* exe = nullptr;
   char* const* argv = nullptr;
   char* const* envp = nullptr;
@@ -158,6 +168,17 @@ struct ChildPlan {
 
   for (int i = 0; i < kQemuFdCount; ++i) {  // sources are all above the targets
     if (::dup2(p.fds[static_cast<size_t>(i)], i) < 0) ChildFail(p, kStepFds, errno);
+  }
+  if (p.make_tap) {
+    // Opened here, not by the parent: a tap is made in the netns of the
+    // process that opened /dev/net/tun, and this is the sandbox's. It lives
+    // as long as an fd of it does (not persistent): it ends with QEMU.
+    int tun = ::open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+    if (tun < 0) ChildFail(p, kStepTap, errno);
+    ifreq req = p.tap;
+    if (::ioctl(tun, TUNSETIFF, &req) != 0) ChildFail(p, kStepTap, errno);
+    // Slots 0..kFdTap are taken, so tun is above kFdTap (and CLOEXEC).
+    if (::dup2(tun, microvm::kFdTap) < 0) ChildFail(p, kStepTap, errno);
   }
   // CLOEXEC rather than close: the sync socket must report errors up to the
   // exec itself.
@@ -308,6 +329,8 @@ class MicroVmInstance final : public Instance {
 
   uint64_t OomKillCount() const override { return cgroup_ ? cgroup_->OomKillCount() : 0; }
   pid_t InitPid() const override { return pid_; }
+  std::string GuestTap() const override { return guest_tap_; }
+  bool HasGuestKernel() const override { return true; }
 
   // SIGKILLs QEMU and nothing else (no fd is touched): callable from another
   // thread while the starting one still uses the instance.
@@ -336,6 +359,7 @@ class MicroVmInstance final : public Instance {
   std::unique_ptr<Cgroup> cgroup_;
   std::string log_path_;
   Clock::time_point launched_;
+  std::string guest_tap_;  // in QEMU's netns; goes with it
 
  private:
   Status KillQemu() {
@@ -452,6 +476,7 @@ Status MicroVmBackend::Setup() {
     SandboxSpec spec;
     spec.memory_mb = config_.snapshot_memory_mb;
     spec.cpus = config_.snapshot_cpus;
+    spec.network = config_.snapshot_network;
     microvm::SnapshotInputs in;
     in.files = {qemu_path_, config_.kernel, config_.initrd, config_.rootfs_image,
                 config_.scratch_template};
@@ -483,6 +508,7 @@ microvm::QemuLaunch MicroVmBackend::LaunchFor(const SandboxSpec& spec,
   launch.tcg_tb_mb = config_.tcg_tb_mb;
   launch.root_fstype = config_.rootfs_format;
   launch.debug_console = config_.debug_console;
+  launch.network = spec.network;
   launch.mode = mode;
   return launch;
 }
@@ -499,7 +525,7 @@ Result<std::unique_ptr<Instance>> MicroVmBackend::Start(const SandboxSpec& spec)
   };
 
   if (snapshots_ && spec.memory_mb == config_.snapshot_memory_mb &&
-      spec.cpus == config_.snapshot_cpus) {
+      spec.cpus == config_.snapshot_cpus && spec.network == config_.snapshot_network) {
     // Waits while the snapshot is being prepared (a boot and a save), rather
     // than booting beside it on the same CPUs.
     if (auto state = snapshots_->Acquire(config_.boot_timeout)) {
@@ -614,7 +640,15 @@ Result<std::unique_ptr<MicroVmInstance>> MicroVmBackend::Launch(const SandboxSpe
   ChildPlan plan;
   plan.sync_fd = child_sync->get();
   plan.fds = {devnull->get(), log->get(),  log->get(),     qemu_link->get(),  kernel->get(),
-              initrd->get(),  root->get(), scratch->get(), scratch_ro->get(), extra->get()};
+              initrd->get(),  root->get(), scratch->get(), scratch_ro->get(), extra->get(),
+              devnull->get()};
+  if (spec.network) {
+    plan.make_tap = true;
+    std::memcpy(plan.tap.ifr_name, microvm::kGuestTap, std::strlen(microvm::kGuestTap) + 1);
+    // vnet headers: checksum and segmentation offloads between guest and host.
+    plan.tap.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    inst->guest_tap_ = microvm::kGuestTap;
+  }
   plan.uid = config_.uid_base + slot;
   plan.gid = config_.uid_base + slot;
   plan.extra_gid = config_.kvm ? kvm_gid_ : -1;
@@ -769,6 +803,7 @@ Status MicroVmBackend::PrepareSnapshot(int state_fd) {
   spec.id = "vm-snapshot-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
   spec.memory_mb = config_.snapshot_memory_mb;
   spec.cpus = config_.snapshot_cpus;
+  spec.network = config_.snapshot_network;
   int sp[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0)
     return FailErrno("socketpair (QMP)");

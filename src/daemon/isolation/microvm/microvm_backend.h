@@ -8,8 +8,10 @@
 //     (QEMU's stderr; with debug_console also the guest's console);
 //   - one QEMU process in a fresh network namespace (InitPid() is QEMU's pid,
 //     so the daemon attaches the sandbox's veth there exactly as for the
-//     namespaces backend; the guest has no network device yet: a tap in that
-//     namespace is the follow-up), running as a uid of its own
+//     namespaces backend); with spec.network the namespace also holds the
+//     guest's NIC, the tap GuestTap() (made by QEMU's child before exec and
+//     handed to QEMU as an fd, so it ends with QEMU), which the daemon joins to
+//     the veth (net::VethConfig::guest_tap); running as a uid of its own
 //     (uid_base + slot, no capabilities, no_new_privs) under QEMU's own
 //     seccomp filter (-sandbox on), with every file it needs passed as an
 //     open fd;
@@ -77,6 +79,9 @@ struct MicroVmConfig {
   std::string snapshot_dir;
   uint32_t snapshot_memory_mb = 1280;
   uint32_t snapshot_cpus = 2;
+  // Whether the snapshot's VM has a NIC (SandboxSpec::network: the daemon
+  // runs with --net on); only sandboxes that match restore from it.
+  bool snapshot_network = true;
   // Start-up work (the TSC rate, preparing the snapshot) in MakeMicroVmBackend
   // and Warm(); false: on the first Start() (a backend held for the odd
   // create that asks for it, not the default).

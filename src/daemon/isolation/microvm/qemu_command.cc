@@ -88,6 +88,12 @@ std::vector<std::string> QemuArgv(const QemuLaunch& l) {
       "-device",
       "virtio-rng-device,rng=rng,max-bytes=4096,period=1000",
   };
+  if (l.network) {
+    // The tap comes as an fd: QEMU has no privilege to make or open one.
+    // No vhost (an unprivileged QEMU cannot open /dev/vhost-net).
+    a.insert(a.end(), {"-netdev", "tap,id=net0,fd=" + std::to_string(kFdTap), "-device",
+                       std::string("virtio-net-device,netdev=net0,mac=") + kGuestMac});
+  }
   if (l.debug_console) {
     // To QEMU's stdout, which is the sandbox's qemu.log (QEMU could not
     // open that file by name: it belongs to root).

@@ -25,12 +25,20 @@ inline constexpr int kFdScratchRo = 8;
 // Only with snapshots (QemuLaunch::mode): the QMP socket of a VM being
 // snapshotted (kPrepare), or the snapshot's saved state, O_RDONLY (kRestore).
 inline constexpr int kFdExtra = 9;
-inline constexpr int kQemuFdCount = 10;
+// The guest's NIC: a tap in QEMU's network namespace (kGuestTap), attached by
+// the child before exec; /dev/null when the sandbox has no network.
+inline constexpr int kFdTap = 10;
+inline constexpr int kQemuFdCount = 11;
 
 // What the guest's init is told (vm_init.h); the serials name the disks.
 inline constexpr const char* kPortName = "sandbox.agent";
 inline constexpr const char* kRootSerial = "root";
 inline constexpr const char* kScratchSerial = "scratch";
+// The tap in QEMU's netns (each netns has its own names) and the guest NIC's
+// MAC: the same for every sandbox, since each guest is alone on its link
+// (locally administered, so it is nobody's real address).
+inline constexpr const char* kGuestTap = "tap0";
+inline constexpr const char* kGuestMac = "02:5b:00:00:00:02";
 
 // kBoot: a cold boot. kPrepare: a cold boot with a QMP monitor on kFdExtra,
 // to be snapshotted (migrated to a file) at the boot handshake. kRestore:
@@ -48,6 +56,7 @@ struct QemuLaunch {
   std::string root_fstype = "erofs";  // erofs | ext4
   bool debug_console = false;         // guest console on ttyS0 -> QEMU's stderr
   LaunchMode mode = LaunchMode::kBoot;
+  bool network = false;                // a virtio-net NIC on the tap at kFdTap
 };
 
 // The guest kernel's command line: quiet, no console, no UART (every byte

@@ -61,6 +61,18 @@ TEST(QemuCommand, TcgCommandLine) {
   EXPECT_TRUE(Has(a, "-device", "virtserialport,chardev=agent,name=sandbox.agent"));
   EXPECT_TRUE(Has(a, "-device", "virtio-rng-device,rng=rng,max-bytes=4096,period=1000"));
   EXPECT_EQ(After(a, "-serial"), "");  // no console at all
+  EXPECT_EQ(After(a, "-netdev"), "");  // no NIC unless the sandbox has a network
+}
+
+TEST(QemuCommand, Network) {
+  auto l = Tcg();
+  l.network = true;
+  auto a = QemuArgv(l);
+  EXPECT_EQ(After(a, "-netdev"), "tap,id=net0,fd=9");
+  EXPECT_TRUE(Has(a, "-device", "virtio-net-device,netdev=net0,mac=02:5b:00:00:00:02"));
+  // The guest learns its address over the agent link, not the command line.
+  EXPECT_EQ(KernelCmdline(l), KernelCmdline(Tcg()));
+  EXPECT_EQ(kFdTap, kQemuFdCount - 1);
 }
 
 TEST(QemuCommand, KernelCmdline) {
