@@ -68,7 +68,7 @@ TEST(QemuCommand, Network) {
   auto l = Tcg();
   l.network = true;
   auto a = QemuArgv(l);
-  EXPECT_EQ(After(a, "-netdev"), "tap,id=net0,fd=9");
+  EXPECT_EQ(After(a, "-netdev"), "tap,id=net0,fd=10");
   EXPECT_TRUE(Has(a, "-device", "virtio-net-device,netdev=net0,mac=02:5b:00:00:00:02"));
   // The guest learns its address over the agent link, not the command line.
   EXPECT_EQ(KernelCmdline(l), KernelCmdline(Tcg()));
