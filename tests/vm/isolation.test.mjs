@@ -11,6 +11,7 @@ import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { release } from "node:os";
 import { dirname, join } from "node:path";
 import { useDaemon, dtest, waitFor, SANDBOXD_BIN } from "../lib/harness.mjs";
+import { cgroupPids, guestRelease } from "../lib/vm.mjs";
 import { rawCreate } from "../lib/rawws.mjs";
 
 const d = useDaemon({
@@ -20,29 +21,6 @@ const d = useDaemon({
 // The same without VM files: microvm is not available there.
 const novm = useDaemon({ orgs: ["a"], extraArgs: ["--isolation", "namespaces", "--vm-kernel", "/nonexistent/vmlinux"] });
 const BOOT = { timeout: 180_000 }; // a TCG boot takes seconds, more on a loaded host
-
-function guestRelease() {
-  const env = readFileSync(join(dirname(SANDBOXD_BIN), "..", "image", "vm", "kernel.env"), "utf8");
-  return /^KERNEL_RELEASE=(.*)$/m.exec(env)[1];
-}
-
-/** The processes in sandbox `id`'s cgroup (v2, or any v1 hierarchy). */
-function cgroupPids(id) {
-  const pids = [];
-  for (const h of ["", "memory", "cpu", "pids"]) {
-    const root = join("/sys/fs/cgroup", h);
-    let parents = [];
-    try {
-      parents = readdirSync(root).filter((n) => n.startsWith("sandboxd-"));
-    } catch {}
-    for (const p of parents) {
-      try {
-        pids.push(...readFileSync(join(root, p, id, "cgroup.procs"), "utf8").split("\n").filter(Boolean).map(Number));
-      } catch {}
-    }
-  }
-  return [...new Set(pids)];
-}
 
 const comm = (pid) => {
   try {

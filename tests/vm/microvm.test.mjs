@@ -8,7 +8,8 @@ import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync, readdirSync, readlinkSync } from "node:fs";
 import { release } from "node:os";
 import { dirname, join } from "node:path";
-import { useDaemon, dtest, waitFor, SANDBOXD_BIN } from "../lib/harness.mjs";
+import { useDaemon, dtest, waitFor } from "../lib/harness.mjs";
+import { cgroupDirs, guestRelease, qemuPid } from "../lib/vm.mjs";
 
 const d = useDaemon({ orgs: ["a"], extraArgs: ["--isolation", "microvm"] });
 const off = useDaemon({ orgs: ["a"], extraArgs: ["--isolation", "microvm", "--net", "off", "--ingress-listen", "127.0.0.1:0"] });
@@ -22,35 +23,6 @@ function qemuLinks(pid) {
     .sort();
 }
 const BOOT = { timeout: 180_000 }; // a TCG boot takes seconds, more on a loaded host
-
-/** The kernel release build-all put beside the daemon's binary (../image/vm/kernel.env). */
-function guestRelease() {
-  const env = readFileSync(join(dirname(SANDBOXD_BIN), "..", "image", "vm", "kernel.env"), "utf8");
-  return /^KERNEL_RELEASE=(.*)$/m.exec(env)[1];
-}
-
-/** The sandbox's cgroup directories (v2, or one per v1 hierarchy). */
-function cgroupDirs(id) {
-  const out = [];
-  for (const h of ["", "memory", "cpu", "pids"]) {
-    const root = join("/sys/fs/cgroup", h);
-    let parents = [];
-    try {
-      parents = readdirSync(root).filter((n) => n.startsWith("sandboxd-"));
-    } catch {}
-    for (const p of parents) if (existsSync(join(root, p, id))) out.push(join(root, p, id));
-  }
-  return out;
-}
-
-/** QEMU's pid: the one task in the sandbox's cgroup. */
-function qemuPid(id) {
-  for (const dir of cgroupDirs(id)) {
-    const pids = readFileSync(join(dir, "cgroup.procs"), "utf8").split("\n").filter(Boolean).map(Number);
-    if (pids.length) return pids[0];
-  }
-  return null;
-}
 
 function alive(pid) {
   try {

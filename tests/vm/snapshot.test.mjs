@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { copyFileSync, chmodSync, existsSync, readFileSync, readdirSync, readlinkSync, statSync, truncateSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { useDaemon, dtest, waitFor, SANDBOXD_BIN } from "../lib/harness.mjs";
+import { qemuPid } from "../lib/vm.mjs";
 
 // The debug console puts each guest's kernel log (with the agent's boot
 // lines) into its qemu.log; the snapshot is made with it, too.
@@ -23,23 +24,6 @@ const snapshots = (daemon) =>
 const log = (daemon) => readFileSync(daemon.logPath, "utf8");
 const restored = (daemon, id) => log(daemon).includes(`sandbox ${id}: microVM restored from snapshot`);
 const booted = (daemon, id) => log(daemon).includes(`sandbox ${id}: microVM booted`);
-
-/** QEMU's pid: the process in the sandbox's cgroup (v2, or the v1 memory hierarchy). */
-function qemuPid(id) {
-  for (const root of ["/sys/fs/cgroup", "/sys/fs/cgroup/memory"]) {
-    let parents = [];
-    try {
-      parents = readdirSync(root).filter((n) => n.startsWith("sandboxd-"));
-    } catch {}
-    for (const p of parents) {
-      try {
-        const pids = readFileSync(join(root, p, id, "cgroup.procs"), "utf8").split("\n").filter(Boolean);
-        if (pids.length) return Number(pids[0]);
-      } catch {}
-    }
-  }
-  return null;
-}
 
 async function inGuest(sb, script) {
   return (await sb.sh`sh -c ${script}`.text()).trim();
