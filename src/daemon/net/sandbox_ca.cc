@@ -231,22 +231,7 @@ Result<std::shared_ptr<ssl::context>> SandboxCa::Mint(const std::string& host) {
   }
   X509_set_issuer_name(l, X509_get_subject_name(cert_));
 
-  Ptr<GENERAL_NAMES> san(sk_GENERAL_NAME_new_null());
-  GENERAL_NAME* gn = ip ? IpName(IpBytes(host)) : DnsName(host);
-  if (!san || !gn || sk_GENERAL_NAME_push(san.get(), gn) == 0) {
-    GENERAL_NAME_free(gn);
-    return Fail(SslError("leaf for " + host + ": SAN"));
-  }
-  if (X509_add1_ext_i2d(l, NID_subject_alt_name, san.get(), 0, X509V3_ADD_DEFAULT) != 1 ||
-      !AddConfExt(l, cert_, NID_basic_constraints, "critical,CA:FALSE") ||
-      !AddConfExt(l, cert_, NID_key_usage, "critical,digitalSignature") ||
-      !AddConfExt(l, cert_, NID_ext_key_usage, "serverAuth") ||
-      !AddConfExt(l, cert_, NID_subject_key_identifier, "hash") ||
-      !AddConfExt(l, cert_, NID_authority_key_identifier, "keyid:always")) {
-    return Fail(SslError("leaf for " + host + ": extensions"));
-  }
-  if (X509_sign(l, key_, EVP_sha256()) == 0)
-    return Fail(SslError("leaf for " + host + ": signing"));
+  SBX_TRY(x509::SignServerLeaf(l, cert_, key_, ip ? IpName(IpBytes(host)) : DnsName(host), host));
 
   auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
   SSL_CTX* h = ctx->native_handle();

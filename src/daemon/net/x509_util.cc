@@ -91,6 +91,26 @@ bool PushSubtree(STACK_OF(GENERAL_SUBTREE) * *stack, GENERAL_NAME* gn) {
   return true;
 }
 
+Status SignServerLeaf(X509* l, X509* ca, EVP_PKEY* ca_key, GENERAL_NAME* gn,
+                      const std::string& host) {
+  Ptr<GENERAL_NAMES> san(sk_GENERAL_NAME_new_null());
+  if (!san || !gn || sk_GENERAL_NAME_push(san.get(), gn) == 0) {
+    GENERAL_NAME_free(gn);
+    return Fail(SslError("leaf for " + host + ": SAN"));
+  }
+  if (X509_add1_ext_i2d(l, NID_subject_alt_name, san.get(), 0, X509V3_ADD_DEFAULT) != 1 ||
+      !AddConfExt(l, ca, NID_basic_constraints, "critical,CA:FALSE") ||
+      !AddConfExt(l, ca, NID_key_usage, "critical,digitalSignature") ||
+      !AddConfExt(l, ca, NID_ext_key_usage, "serverAuth") ||
+      !AddConfExt(l, ca, NID_subject_key_identifier, "hash") ||
+      !AddConfExt(l, ca, NID_authority_key_identifier, "keyid:always")) {
+    return Fail(SslError("leaf for " + host + ": extensions"));
+  }
+  if (X509_sign(l, ca_key, EVP_sha256()) == 0)
+    return Fail(SslError("leaf for " + host + ": signing"));
+  return {};
+}
+
 std::string PemOf(X509* cert) {
   Ptr<BIO> bio(BIO_new(BIO_s_mem()));
   if (!bio || PEM_write_bio_X509(bio.get(), cert) != 1) return {};

@@ -58,6 +58,13 @@ GENERAL_NAME* IpName(const std::string& addr, int mask_bits = -1);
 // constraint's permitted or excluded list, creating the list if needed.
 bool PushSubtree(STACK_OF(GENERAL_SUBTREE) * *stack, GENERAL_NAME* gn);
 
+// Completes a TLS server leaf whose subject, issuer name, validity, serial
+// and key are set: subjectAltName `san` (taken, also on failure), CA:FALSE,
+// digitalSignature, serverAuth, key identifiers; then signs it with the
+// issuing CA's key. Errors read "leaf for <host>: ...".
+Status SignServerLeaf(X509* leaf, X509* ca, EVP_PKEY* ca_key, GENERAL_NAME* san,
+                      const std::string& host);
+
 // The certificate in PEM, empty on failure.
 std::string PemOf(X509* cert);
 
